@@ -1,0 +1,99 @@
+"""Checks of an exported version against its torch model: parity, ms/pair, size."""
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from exporters.source import Kind
+from serving.runtime import OnnxReranker
+
+SAMPLE_PAIRS = Path(__file__).parent / "data" / "sample_pairs.jsonl"
+
+
+@dataclass
+class Pair:
+    query: str
+    passage: str
+    label: float | None = None
+    query_id: str | None = None
+
+
+def load_sample_pairs(path: Path = SAMPLE_PAIRS) -> list[Pair]:
+    """64 real (SciFact train) pairs with labels, shipped so every export can be checked offline."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [Pair(r["query"], r["passage"], r.get("label"), r.get("query_id")) for r in rows]
+
+
+def torch_scores(model: Any, kind: Kind, pairs: list[Pair]) -> np.ndarray:
+    """Scores on the same 0..1 scale the runtime uses."""
+    if kind == "cross-encoder":
+        return np.asarray(model.predict([(p.query, p.passage) for p in pairs], batch_size=16,
+                                        show_progress_bar=False), dtype=np.float32).reshape(len(pairs), -1)[:, 0]
+    q = model.encode([p.query for p in pairs], normalize_embeddings=True, show_progress_bar=False)
+    d = model.encode([p.passage for p in pairs], normalize_embeddings=True, show_progress_bar=False)
+    return ((np.sum(q * d, axis=1) + 1.0) / 2.0).astype(np.float32)
+
+
+def onnx_scores(runtime: OnnxReranker, pairs: list[Pair]) -> np.ndarray:
+    by_query: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(pairs):
+        by_query[p.query].append(i)
+    out = np.zeros(len(pairs), dtype=np.float32)
+    for q, idx in by_query.items():
+        out[idx] = runtime.score(q, [pairs[i].passage for i in idx]).scores
+    return out
+
+
+def ndcg_at_10(scores: np.ndarray, pairs: list[Pair]) -> float | None:
+    """NDCG@10 over the labelled queries in the sample (ranx), None without labels."""
+    if any(p.label is None or p.query_id is None for p in pairs):
+        return None
+    from ranx import Qrels, Run, evaluate
+
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    run: dict[str, dict[str, float]] = defaultdict(dict)
+    for i, p in enumerate(pairs):
+        qrels[p.query_id][str(i)] = int(p.label)
+        run[p.query_id][str(i)] = float(scores[i])
+    qrels = {q: d for q, d in qrels.items() if any(v > 0 for v in d.values())}
+    run = {q: run[q] for q in qrels}
+    return float(evaluate(Qrels(qrels), Run(run), "ndcg@10"))
+
+
+def parity(model: Any, kind: Kind, runtime: OnnxReranker, pairs: list[Pair]) -> dict[str, Any]:
+    ref, got = torch_scores(model, kind, pairs), onnx_scores(runtime, pairs)
+    rho = float(spearmanr(ref, got).statistic)
+    out: dict[str, Any] = {"pairs": len(pairs), "queries": len({p.query for p in pairs}), "spearman": rho, "max_abs_diff": float(np.max(np.abs(ref - got)))}
+    nd_ref, nd_got = ndcg_at_10(ref, pairs), ndcg_at_10(got, pairs)
+    if nd_ref is not None and nd_got is not None:
+        out.update({"ndcg@10_torch": nd_ref, "ndcg@10_onnx": nd_got})
+    return out
+
+
+def ms_per_pair(runtime: OnnxReranker, tokens: int = 256, batch: int = 16, repeats: int = 3) -> float:
+    """Median ms per pair for `batch` pairs that each fill `tokens` tokens."""
+    query = "what is the effect of this treatment on patients"
+    passage = " ".join(["protein expression increases cell growth in tissue samples"] * (tokens // 4))
+    saved = runtime.max_length
+    runtime.max_length = tokens
+    try:
+        runtime.score(query, [passage] * batch)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            runtime.score(query, [passage] * batch)
+            times.append((time.perf_counter() - t0) * 1000 / batch)
+    finally:
+        runtime.max_length = saved
+    return float(np.median(times))
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())

@@ -1,0 +1,266 @@
+"""Versioned model registry on a local (or shared) filesystem.
+
+Layout under the registry root:
+    <domain>/domain.json       mutable config + version statuses (replaced atomically)
+    <domain>/v<N>/             immutable version directory (model.onnx, tokenizer, config.json, manifest.json)
+    <domain>/.staging/<uuid>/  work area; publishing renames it to v<N>
+    _base/<slug>/              the base model, built once (never a valid domain id: starts with "_")
+
+Concurrency: every read-modify-write of a domain takes an exclusive flock on <domain>/.lock,
+so two publishers to one domain get different version numbers.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from state.ids import InvalidId, parse_version, validate_domain, version_name
+
+STATUSES = ("candidate", "active", "retired", "failed")
+MANIFEST = "manifest.json"
+DOMAIN_FILE = "domain.json"
+
+
+class RegistryError(Exception):
+    """A registry operation that cannot be done as asked (maps to 4xx)."""
+
+
+class NotFound(RegistryError):
+    pass
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_hashes(directory: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(directory)): sha256_file(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _default_config() -> dict[str, Any]:
+    return {"active": None, "history": [], "ab_split": None, "base_override": None, "versions": {}}
+
+
+class Registry:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # ---- paths -----------------------------------------------------------------
+    def domain_dir(self, domain: str) -> Path:
+        return self.root / validate_domain(domain)
+
+    def version_dir(self, domain: str, version: str | int) -> Path:
+        return self.domain_dir(domain) / version_name(parse_version(version))
+
+    def base_dir(self, slug: str) -> Path:
+        return self.root / "_base" / slug
+
+    @contextmanager
+    def _locked(self, domain: str) -> Iterator[Path]:
+        d = self.domain_dir(domain)
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield d
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read_config(self, domain: str) -> dict[str, Any]:
+        path = self.domain_dir(domain) / DOMAIN_FILE
+        if not path.exists():
+            return _default_config()
+        return {**_default_config(), **json.loads(path.read_text())}
+
+    def _write_config(self, domain: str, cfg: dict[str, Any]) -> None:
+        write_json_atomic(self.domain_dir(domain) / DOMAIN_FILE, cfg)
+
+    # ---- reads -----------------------------------------------------------------
+    def domains(self) -> list[str]:
+        out = []
+        for p in sorted(self.root.iterdir()):
+            if p.is_dir() and (p / DOMAIN_FILE).exists():
+                try:
+                    out.append(validate_domain(p.name))
+                except InvalidId:
+                    continue
+        return out
+
+    def exists(self, domain: str) -> bool:
+        return (self.domain_dir(domain) / DOMAIN_FILE).exists()
+
+    def config(self, domain: str) -> dict[str, Any]:
+        if not self.exists(domain):
+            raise NotFound(f"unknown domain {domain!r}")
+        return self._read_config(domain)
+
+    def manifest(self, domain: str, version: str | int) -> dict[str, Any]:
+        path = self.version_dir(domain, version) / MANIFEST
+        if not path.exists():
+            raise NotFound(f"unknown version {domain}@{version_name(parse_version(version))}")
+        return json.loads(path.read_text())
+
+    def active_version(self, domain: str) -> str | None:
+        """The version serving should use for this domain, or None (answer with the base)."""
+        if not self.exists(domain):
+            return None
+        return self._read_config(domain)["active"]
+
+    def describe(self, domain: str) -> dict[str, Any]:
+        cfg = self.config(domain)
+        versions = []
+        for name, info in sorted(cfg["versions"].items(), key=lambda kv: parse_version(kv[0])):
+            try:
+                man = self.manifest(domain, name)
+            except (NotFound, json.JSONDecodeError):
+                man = {}
+            versions.append({"version": name, **info, "manifest": man})
+        return {"domain": domain, "active": cfg["active"], "ab_split": cfg["ab_split"],
+                "base_override": cfg["base_override"], "versions": versions}
+
+    # ---- writes ----------------------------------------------------------------
+    def stage(self, domain: str) -> Path:
+        """A fresh private directory to build a version in; pass it to publish()."""
+        d = self.domain_dir(domain) / ".staging" / uuid.uuid4().hex
+        d.mkdir(parents=True)
+        return d
+
+    def publish(self, domain: str, staged: Path, manifest: dict[str, Any], activate: bool = False) -> str:
+        """Seal a staged directory as the next version. Atomic: it appears whole or not at all."""
+        staged = Path(staged)
+        if not (staged / "model.onnx").is_file():
+            raise RegistryError("a version needs model.onnx")
+        with self._locked(domain) as d:
+            cfg = self._read_config(domain)
+            existing = [parse_version(p.name) for p in d.iterdir() if p.is_dir() and p.name.startswith("v")]
+            existing += [parse_version(v) for v in cfg["versions"]] + [cfg.get("last_version", 0)]
+            cfg["last_version"] = max(existing) + 1  # never reused, even after a delete
+            name = version_name(cfg["last_version"])
+            man = {**manifest, "domain": domain, "version": name, "model_id": f"{domain}@{name}",
+                   "created": time.time(), "files": file_hashes(staged)}
+            write_json_atomic(staged / MANIFEST, man)
+            os.rename(staged, d / name)  # the target never exists: numbers only grow under the lock
+            cfg["versions"][name] = {"status": "candidate", "updated": time.time()}
+            self._write_config(domain, cfg)
+        if activate:
+            self.promote(domain, name)
+        return name
+
+    def verify(self, domain: str, version: str | int) -> None:
+        """Raise RegistryError if any file is missing or differs from its manifest sha256."""
+        vdir = self.version_dir(domain, version)
+        man = self.manifest(domain, version)
+        for rel, digest in man.get("files", {}).items():
+            p = vdir / rel
+            if not p.is_file():
+                raise RegistryError(f"{domain}@{vdir.name}: file {rel} is missing")
+            if sha256_file(p) != digest:
+                raise RegistryError(f"{domain}@{vdir.name}: sha256 mismatch for {rel}")
+
+    def promote(self, domain: str, version: str | int,
+                check: Callable[[Path], None] | None = None) -> str:
+        """Make a version active. Refused (and the version marked failed) if it does not verify/load."""
+        name = version_name(parse_version(version))
+        self.manifest(domain, name)  # NotFound for unknown versions
+        try:
+            self.verify(domain, name)
+            if check is not None:
+                check(self.version_dir(domain, name))
+        except Exception as e:  # noqa: BLE001 - any load error means this version must not serve
+            self.mark_failed(domain, name, str(e))
+            raise RegistryError(f"cannot promote {domain}@{name}: {e}") from e
+        with self._locked(domain):
+            cfg = self._read_config(domain)
+            if cfg["versions"].get(name, {}).get("status") == "failed":
+                raise RegistryError(f"cannot promote {domain}@{name}: it is marked failed")
+            old = cfg["active"]
+            if old and old != name:
+                cfg["versions"][old] = {**cfg["versions"].get(old, {}), "status": "retired", "updated": time.time()}
+                cfg["history"].append(old)
+            cfg["active"] = name
+            cfg["versions"][name] = {"status": "active", "updated": time.time()}
+            self._write_config(domain, cfg)
+        return name
+
+    def rollback(self, domain: str) -> str:
+        """Re-activate the version that was active before the current one."""
+        with self._locked(domain):
+            cfg = self.config(domain)
+            while cfg["history"]:
+                prev = cfg["history"].pop()
+                if cfg["versions"].get(prev, {}).get("status") != "failed":
+                    break
+            else:
+                raise RegistryError(f"{domain}: no earlier version to roll back to")
+            if cfg["active"]:
+                cfg["versions"][cfg["active"]] = {**cfg["versions"][cfg["active"]], "status": "retired",
+                                                  "updated": time.time()}
+            cfg["active"] = prev
+            cfg["versions"][prev] = {"status": "active", "updated": time.time()}
+            self._write_config(domain, cfg)
+        return prev
+
+    def mark_failed(self, domain: str, version: str | int, error: str) -> None:
+        """A failed version never serves; if it was active, the previous good one takes over."""
+        name = version_name(parse_version(version))
+        with self._locked(domain):
+            cfg = self._read_config(domain)
+            cfg["versions"][name] = {"status": "failed", "error": error[:2000], "updated": time.time()}
+            if cfg["active"] == name:
+                cfg["active"] = None
+                while cfg["history"]:
+                    prev = cfg["history"].pop()
+                    if cfg["versions"].get(prev, {}).get("status") != "failed":
+                        cfg["active"] = prev
+                        cfg["versions"][prev] = {"status": "active", "updated": time.time()}
+                        break
+            self._write_config(domain, cfg)
+
+    def update_config(self, domain: str, ab_split: float | None = None,
+                      base_override: str | None = None, clear_base_override: bool = False) -> dict[str, Any]:
+        with self._locked(domain):
+            cfg = self._read_config(domain)
+            if ab_split is not None:
+                if not 0.0 <= ab_split <= 1.0:
+                    raise RegistryError("ab_split must be between 0 and 1")
+                cfg["ab_split"] = ab_split
+            if base_override is not None:
+                cfg["base_override"] = base_override
+            if clear_base_override:
+                cfg["base_override"] = None
+            self._write_config(domain, cfg)
+        return self.describe(domain)
+
+    def delete_version(self, domain: str, version: str | int) -> None:
+        name = version_name(parse_version(version))
+        with self._locked(domain):
+            cfg = self.config(domain)
+            if cfg["active"] == name:
+                raise RegistryError(f"{domain}@{name} is active: promote or roll back first")
+            cfg["versions"].pop(name, None)
+            cfg["history"] = [v for v in cfg["history"] if v != name]
+            self._write_config(domain, cfg)
+            shutil.rmtree(self.version_dir(domain, name), ignore_errors=True)
