@@ -1,0 +1,181 @@
+"""Asynchronous, batched impression logging.
+
+`log()` only enqueues (microseconds) so /rerank never waits for the database; a background
+task writes batches (up to `max_batch` events or `max_delay_s` old) in a worker thread.
+Nothing is dropped silently: a batch the store refuses is retried, and an event that still
+cannot be stored (or does not fit in the queue) is counted in
+`reranker_events_failed_total{reason}`, logged, and appended to a JSON-lines spill file
+(when configured) from which it can be replayed with `replay_spill()`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from state.store import ImpressionEvent, Store
+
+log = logging.getLogger(__name__)
+
+# Module level: prometheus_client refuses to register one name twice in a process.
+EVENTS_STORED = Counter("reranker_events_stored_total", "Impression events written to the store.")
+EVENTS_FAILED = Counter("reranker_events_failed_total",
+                        "Impression events that could not be stored.", ["reason"])
+EVENTS_PENDING = Gauge("reranker_events_pending", "Impression events queued, not yet stored.")
+
+
+class EventLogger:
+    def __init__(self, store: Store, max_batch: int = 256, max_delay_s: float = 0.2,
+                 max_queue: int = 100_000, retries: int = 3, spill_path: Path | str | None = None):
+        self.store = store
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self.max_queue = max_queue
+        self.retries = retries
+        self.spill_path = Path(spill_path) if spill_path else None
+        self._queue: asyncio.Queue[ImpressionEvent] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._pending: set[str] = set()  # request ids queued or being written
+        self._closed = False
+        self._closing = False  # close() asked: write what is queued without waiting for more
+        self._flushers = 0  # callers waiting in flush(): same, don't wait out max_delay_s
+        self.stored = 0
+        self.failed = 0
+
+    # ---- producer side -----------------------------------------------------------
+    def start(self) -> None:
+        """Start the flush task on the running loop (log() does this lazily too)."""
+        if self._task is None:
+            self._loop = asyncio.get_running_loop()
+            self._queue = asyncio.Queue()
+            self._task = self._loop.create_task(self._run(), name="impression-flusher")
+
+    def log(self, event: ImpressionEvent) -> None:
+        """Enqueue one impression. Never blocks; safe from the loop thread or any other thread."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if self._loop is not None and running is not self._loop:
+            # Called from a worker thread (sync handler): hop onto the logger's loop.
+            self._loop.call_soon_threadsafe(self._enqueue, event)
+            return
+        if self._task is None:
+            self.start()
+        self._enqueue(event)
+
+    def _enqueue(self, event: ImpressionEvent) -> None:
+        if self._closed:
+            self._fail([event], "closed")
+            return
+        if self._queue.qsize() >= self.max_queue:  # the store is far behind: refuse, but loudly
+            self._fail([event], "queue_full")
+            return
+        self._pending.add(event.request_id)
+        EVENTS_PENDING.inc()
+        self._queue.put_nowait(event)
+
+    def is_pending(self, request_id: str) -> bool:
+        return request_id in self._pending
+
+    # ---- consumer side -----------------------------------------------------------
+    async def _run(self) -> None:
+        q = self._queue
+        while True:
+            first = await q.get()
+            batch = [first]
+            deadline = self._loop.time() + self.max_delay_s
+            # Poll instead of wait_for(q.get()): on 3.11 a timed-out get can swallow an item.
+            while True:
+                while len(batch) < self.max_batch and not q.empty():
+                    batch.append(q.get_nowait())
+                remaining = deadline - self._loop.time()
+                if len(batch) >= self.max_batch or remaining <= 0 or self._closing or self._flushers:
+                    break
+                await asyncio.sleep(min(0.01, remaining))
+            await self._write(batch)
+            for _ in batch:
+                q.task_done()
+
+    async def _write(self, batch: list[ImpressionEvent]) -> None:
+        delay = 0.1
+        try:
+            for attempt in range(self.retries + 1):
+                try:
+                    await asyncio.to_thread(self.store.add_impressions, batch)
+                    self.stored += len(batch)
+                    EVENTS_STORED.inc(len(batch))
+                    return
+                except Exception as e:  # noqa: BLE001 - any store error: retry, then count
+                    if attempt == self.retries:
+                        log.error("could not store %d impression events: %s", len(batch), e)
+                        self._fail(batch, "store_error")
+                        return
+                    log.warning("storing impressions failed (attempt %d): %s; retrying", attempt + 1, e)
+                    await asyncio.sleep(delay)
+                    delay *= 2
+        finally:
+            for e in batch:
+                self._pending.discard(e.request_id)
+            EVENTS_PENDING.dec(len(batch))
+
+    def _fail(self, events: list[ImpressionEvent], reason: str) -> None:
+        self.failed += len(events)
+        EVENTS_FAILED.labels(reason=reason).inc(len(events))
+        if self.spill_path is None:
+            return
+        try:
+            self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+            with self._spill_lock, open(self.spill_path, "a") as f:
+                for e in events:
+                    f.write(json.dumps(e.to_dict()) + "\n")
+        except OSError as err:
+            log.error("could not spill %d impression events to %s: %s", len(events), self.spill_path, err)
+
+    _spill_lock = threading.Lock()
+
+    # ---- lifecycle ---------------------------------------------------------------
+    async def flush(self) -> None:
+        """Wait until everything logged so far is stored (or counted as failed)."""
+        if self._queue is None:
+            return
+        self._flushers += 1
+        try:
+            await self._queue.join()
+        finally:
+            self._flushers -= 1
+
+    async def close(self) -> None:
+        """Graceful shutdown: refuse new events, store every queued one, stop the task."""
+        if self._closed:
+            return
+        self._closing = True
+        await self.flush()
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def stats(self) -> dict[str, Any]:
+        return {"pending": len(self._pending), "stored": self.stored, "failed": self.failed}
+
+
+def replay_spill(store: Store, spill_path: Path | str) -> int:
+    """Store the events a logger spilled (idempotent: request ids already stored are skipped)."""
+    path = Path(spill_path)
+    if not path.exists():
+        return 0
+    events = [ImpressionEvent.from_dict(json.loads(line)) for line in path.read_text().splitlines() if line]
+    n = store.add_impressions(events)
+    path.rename(path.with_suffix(path.suffix + ".replayed"))
+    return n
