@@ -1,0 +1,107 @@
+"""The A/B report of a domain: which arm (base or domain model) gets clicked more.
+
+Per arm: impressions, clicked impressions ("clicks"), CTR = clicked impressions / impressions,
+MRR of the first click (1/(rank+1) of the highest-ranked clicked passage, 0 without a click),
+mean and p95 latency.
+
+Comparison: CTR(domain) - CTR(base) with a 95% Wald confidence interval (unpooled standard
+error) and the two-sided p-value of the two-proportion z-test (pooled standard error).
+
+Verdict thresholds (documented, deliberately conservative):
+- `insufficient data`: an arm has fewer than MIN_IMPRESSIONS_PER_ARM impressions, or both arms
+  together have fewer than MIN_CLICKS clicked impressions: the z-test is unreliable there;
+- `no difference`: p-value >= ALPHA;
+- `domain better` / `base better`: p-value < ALPHA, by the sign of the CTR difference.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+
+from state.store import Store
+
+ARMS = ("base", "domain")
+MIN_IMPRESSIONS_PER_ARM = 100
+MIN_CLICKS = 10
+ALPHA = 0.05
+
+
+def arm_summary(rows: list[tuple[str, str, float, int | None]]) -> dict[str, Any]:
+    lat = np.array([r[2] for r in rows], dtype=float)
+    first = [r[3] for r in rows]
+    n = len(rows)
+    clicks = sum(1 for p in first if p is not None)
+    models: dict[str, int] = {}
+    for r in rows:
+        models[r[1]] = models.get(r[1], 0) + 1
+    return {
+        "impressions": n,
+        "clicks": clicks,
+        "ctr": clicks / n if n else None,
+        "mrr": float(sum(1.0 / (p + 1) for p in first if p is not None) / n) if n else None,
+        "latency_ms_mean": float(lat.mean()) if n else None,
+        "latency_ms_p95": float(np.percentile(lat, 95)) if n else None,
+        "models": models,
+    }
+
+
+def compare(base: dict[str, Any], domain: dict[str, Any], alpha: float = ALPHA) -> dict[str, Any]:
+    n1, c1, n2, c2 = base["impressions"], base["clicks"], domain["impressions"], domain["clicks"]
+    out: dict[str, Any] = {"ctr_diff": None, "ci95": None, "p_value": None, "z": None}
+    if n1 and n2:
+        p1, p2 = c1 / n1, c2 / n2
+        diff = p2 - p1
+        se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+        zc = norm.ppf(1 - alpha / 2)
+        pooled = (c1 + c2) / (n1 + n2)
+        se0 = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+        if se0 > 0:
+            z = diff / se0
+            p = float(2 * norm.sf(abs(z)))
+        else:  # no clicks at all, or clicks on every impression: the arms are identical
+            z, p = 0.0, 1.0
+        out.update(ctr_diff=diff, ci95=[diff - zc * se, diff + zc * se], p_value=p, z=z)
+    if min(n1, n2) < MIN_IMPRESSIONS_PER_ARM or c1 + c2 < MIN_CLICKS:
+        verdict = "insufficient data"
+    elif out["p_value"] >= alpha:
+        verdict = "no difference"
+    else:
+        verdict = "domain better" if out["ctr_diff"] > 0 else "base better"
+    out["verdict"] = verdict
+    return out
+
+
+def ab_report(store: Store, domain: str, since: float | None = None) -> dict[str, Any]:
+    rows = store.arm_rows(domain, since=since)
+    arms = {arm: arm_summary([r for r in rows if r[0] == arm]) for arm in ARMS}
+    cmp = compare(arms["base"], arms["domain"])
+    return {
+        "domain": domain,
+        "since": since,
+        "arms": arms,
+        "comparison": {k: v for k, v in cmp.items() if k != "verdict"},
+        "verdict": cmp["verdict"],
+        "thresholds": {"min_impressions_per_arm": MIN_IMPRESSIONS_PER_ARM, "min_clicks": MIN_CLICKS,
+                       "alpha": ALPHA},
+    }
+
+
+def format_report(r: dict[str, Any]) -> str:
+    def f(v, spec=".3f"):
+        return "-" if v is None else format(v, spec)
+    lines = [f"A/B report for domain {r['domain']!r}",
+             f"{'arm':8} {'impr':>7} {'clicks':>7} {'CTR':>7} {'MRR':>7} {'lat mean':>9} {'lat p95':>9}  models"]
+    for arm, a in r["arms"].items():
+        lines.append(f"{arm:8} {a['impressions']:>7} {a['clicks']:>7} {f(a['ctr']):>7} {f(a['mrr']):>7} "
+                     f"{f(a['latency_ms_mean'], '.1f'):>9} {f(a['latency_ms_p95'], '.1f'):>9}  "
+                     + ", ".join(f"{m}:{n}" for m, n in a["models"].items()))
+    c = r["comparison"]
+    ci = "-" if c["ci95"] is None else f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
+    lines.append(f"CTR domain - base: {f(c['ctr_diff'], '+.3f')}  95% CI {ci}  p = {f(c['p_value'], '.4g')}")
+    t = r["thresholds"]
+    lines.append(f"verdict: {r['verdict']}  (needs >= {t['min_impressions_per_arm']} impressions per arm, "
+                 f">= {t['min_clicks']} clicks, p < {t['alpha']})")
+    return "\n".join(lines)
