@@ -18,7 +18,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from state.store import ImpressionEvent, Store
+from state.store import ImpressionEvent, ShownPassage, Store
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,17 @@ class EventLogger:
         if self._task is None:
             self.start()
         self._enqueue(event)
+
+    def log_rerank(self, response: Any, request: Any, texts: list[str], objs: list[Any],
+                   scores: Any, user_key: str | None, latency_ms: float) -> None:
+        """The hook RerankService calls: turn one answered rerank into an impression event.
+        `response.results` is what the user was shown, in rank order."""
+        shown = [ShownPassage(position=pos, index=r.index, text=texts[r.index], score=float(r.relevance_score),
+                              doc_id=getattr(objs[r.index], "id", None) if objs[r.index] is not None else None)
+                 for pos, r in enumerate(response.results)]
+        self.log(ImpressionEvent(request_id=response.id, domain=response.domain, variant=response.variant,
+                                 model=response.model, query=request.query, latency_ms=float(latency_ms),
+                                 n_documents=len(texts), shown=shown, user_key=user_key))
 
     def _enqueue(self, event: ImpressionEvent) -> None:
         if self._closed:

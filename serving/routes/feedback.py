@@ -1,0 +1,78 @@
+"""POST /v1/feedback (clicks on a rerank's results) and GET /v1/domains/{d}/ab (the A/B report).
+
+Needs `app.state.store` (state.store.Store) and, optionally, `app.state.events`
+(serving.events.EventLogger) so feedback that arrives before its impression was flushed
+still finds it. Store calls are synchronous: they run in a worker thread.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from state.ab_report import ab_report
+from state.ids import InvalidId, validate_domain
+from state.store import InvalidClick, Store, UnknownRequest
+
+router = APIRouter()
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request_id: str = Field(min_length=1, max_length=64, description="The `id` of a rerank response.")
+    # Strict: 3 is a document index, "3" is a document id; no silent coercion between them.
+    clicked: list[StrictInt | StrictStr] = Field(min_length=1, max_length=1000,
+                                                 description="Clicked documents: indices in the request's "
+                                                             "documents list, or document ids.")
+
+
+class FeedbackOut(BaseModel):
+    request_id: str
+    clicked: list[int]  # every index clicked for this request so far (repeats are no-ops)
+
+
+def _store(request: Request) -> Store:
+    store = getattr(request.app.state, "store", None)
+    if store is None:
+        raise HTTPException(503, "the event store is not configured on this server")
+    return store
+
+
+async def _wait_for_impression(request: Request, store: Store, request_id: str) -> None:
+    """The impression may still sit in a logger queue (ours, or another replica's)."""
+    events = getattr(request.app.state, "events", None)
+    if events is not None and events.is_pending(request_id):
+        await events.flush()
+        return
+    if await asyncio.to_thread(store.has_impression, request_id):
+        return
+    # Another replica's logger writes within its max_delay_s: give it one batch interval.
+    delay = getattr(events, "max_delay_s", 0.2) if events is not None else 0.0
+    if delay:
+        await asyncio.sleep(delay * 2 + 0.05)
+
+
+@router.post("/v1/feedback", response_model=FeedbackOut)
+async def feedback(body: FeedbackIn, request: Request) -> FeedbackOut:
+    store = _store(request)
+    await _wait_for_impression(request, store, body.request_id)
+    try:
+        out = await asyncio.to_thread(store.record_clicks, body.request_id, body.clicked)
+    except UnknownRequest as e:
+        raise HTTPException(404, f"request_id: {e}") from e
+    except InvalidClick as e:
+        raise HTTPException(422, str(e)) from e
+    return FeedbackOut(**out)
+
+
+@router.get("/v1/domains/{domain}/ab")
+async def domain_ab(domain: str, request: Request,
+                    since: float | None = Query(None, description="Only impressions at/after this unix time.")
+                    ) -> dict[str, Any]:
+    try:
+        validate_domain(domain)
+    except InvalidId as e:
+        raise HTTPException(422, f"domain: {e}") from e
+    return await asyncio.to_thread(ab_report, _store(request), domain, since)
