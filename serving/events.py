@@ -181,6 +181,13 @@ class EventLogger:
         return {"pending": len(self._pending), "stored": self.stored, "failed": self.failed}
 
 
+def open_event_logging(settings: Any) -> tuple[Store, EventLogger]:
+    """The store and logger a serving process uses (Settings: database_url, home).
+    The logger starts itself on the first log() inside the serving event loop."""
+    store = Store(settings.database_url)
+    return store, EventLogger(store, spill_path=Path(settings.home).resolve() / "events-failed.jsonl")
+
+
 def replay_spill(store: Store, spill_path: Path | str) -> int:
     """Store the events a logger spilled (idempotent: request ids already stored are skipped)."""
     path = Path(spill_path)

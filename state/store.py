@@ -64,10 +64,9 @@ class Store:
     def __init__(self, url: str | None = None):
         if url is None:
             from state.settings import Settings
-            settings = Settings()
-            url = settings.database_url
-            if url.startswith("sqlite:///"):
-                Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            url = Settings().database_url
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         self.url = url
         self.engine = make_engine(url)
         create_tables(self.engine)
