@@ -243,3 +243,27 @@ def test_ab_route_and_cli(client, store, tmp_path):
     assert json.loads(res.output)["arms"]["domain"]["impressions"] == 120
     res = CliRunner().invoke(app, ["ab", "legal", "--db-url", store.url])
     assert "verdict: domain better" in res.output
+
+
+def test_log_rerank_hook_records_what_was_shown(store):
+    """The contract with RerankService: log_rerank(response, request, texts, objs, scores, user_key, ms)."""
+    from serving.protocol import DocumentIn, RerankRequest, RerankResponse, RerankResult
+
+    req = RerankRequest(query="contract law", documents=["a", {"id": "d1", "text": "b"}, "c"], top_n=2)
+    objs = [None, req.documents[1], None]
+    resp = RerankResponse(id="req-hook-1", model="legal@v2", domain="legal", variant="domain",
+                          results=[RerankResult(index=1, relevance_score=0.9), RerankResult(index=2, relevance_score=0.4)])
+    assert isinstance(req.documents[1], DocumentIn)
+
+    async def main():
+        logger = EventLogger(store)
+        logger.log_rerank(resp, req, ["a", "b", "c"], objs, [0.1, 0.9, 0.4], "user-7", 12.5)
+        await logger.close()
+
+    asyncio.run(main())
+    (row,) = list(store.iter_impressions("legal"))
+    assert (row["request_id"], row["model"], row["variant"], row["user_key"], row["query"], row["n_documents"]) \
+        == ("req-hook-1", "legal@v2", "domain", "user-7", "contract law", 3)
+    assert [(s["position"], s["index"], s["doc_id"], s["text"]) for s in row["shown"]] == \
+        [(0, 1, "d1", "b"), (1, 2, None, "c")]
+    assert row["latency_ms"] == 12.5
