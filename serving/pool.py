@@ -1,0 +1,76 @@
+"""The model pool: a Ray Serve deployment holding the base model plus an LRU of domain versions.
+
+Serve's model multiplexing keys the LRU by "domain@vN": a promote changes the id the ingress asks
+for, so the new version loads on first use and the old one ages out (Serve has no reload API).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from serving.runtime import OnnxReranker
+from state.ids import BASE_MODEL_ID, split_model_id
+from state.registry import Registry
+from state.settings import Settings, get_settings
+
+log = logging.getLogger("ray.serve")
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+class PoolCore:
+    """Everything the deployment does, minus Ray: load versions (marking failures), score."""
+
+    def __init__(self, settings: Settings, base_dir: str):
+        self.settings = settings
+        self.registry = Registry(settings.registry_root)
+        self.base = self._open(base_dir)
+
+    def _open(self, version_dir: Any) -> OnnxReranker:
+        s = self.settings
+        return OnnxReranker(version_dir, threads=s.intra_op_threads, max_length=s.max_length,
+                            batch_size=s.batch_size)
+
+    def load(self, model_id: str) -> OnnxReranker:
+        domain, version = split_model_id(model_id)
+        try:
+            self.registry.verify(domain, version)
+            return self._open(self.registry.version_dir(domain, version))
+        except Exception as e:  # noqa: BLE001 - whatever broke, this version must not serve again
+            log.error("loading %s failed: %s", model_id, e)
+            self.registry.mark_failed(domain, version, f"load failed: {e}")
+            raise ModelLoadError(f"{model_id} failed to load: {e}") from e
+
+
+def pool_deployment(settings: Settings):
+    """Built per settings because max_num_models_per_replica is fixed when the class is decorated."""
+
+    @serve.deployment(name="RerankerPool", num_replicas=settings.pool_replicas,
+                      ray_actor_options={"num_cpus": settings.pool_num_cpus},
+                      max_ongoing_requests=settings.pool_max_ongoing_requests)
+    class RerankerPool:
+        def __init__(self, base_dir: str):
+            self.core = PoolCore(get_settings(), base_dir)
+
+        @serve.multiplexed(max_num_models_per_replica=settings.max_models_per_replica)
+        async def get_model(self, model_id: str) -> OnnxReranker:
+            return await asyncio.to_thread(self.core.load, model_id)
+
+        async def score(self, query: str, documents: list[str]) -> tuple[np.ndarray, int]:
+            model_id = serve.get_multiplexed_model_id()
+            model = self.core.base if model_id in ("", BASE_MODEL_ID) else await self.get_model(model_id)
+            scored = await asyncio.to_thread(model.score, query, documents)
+            return scored.scores, scored.truncated
+
+        def rss_bytes(self) -> int:
+            with open(f"/proc/{os.getpid()}/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    return RerankerPool

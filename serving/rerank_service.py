@@ -1,0 +1,143 @@
+"""The serving logic behind /rerank as a plain class: testable without HTTP or Ray."""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from serving.protocol import DocumentIn, RerankRequest, RerankResponse, RerankResult
+from state.ids import BASE_MODEL_ID, InvalidId, validate_domain
+from state.registry import Registry
+
+DEFAULT_DOMAIN = "default"
+
+
+class Scorer(Protocol):
+    async def score(self, model_id: str, query: str, documents: list[str]) -> tuple[np.ndarray, int]:
+        """Relevance in 0..1 per document (input order) and how many documents were truncated."""
+
+
+class BadRequest(Exception):
+    def __init__(self, field: str, message: str, status: int = 422):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message, self.status = field, message, status
+
+
+class ActiveVersionCache:
+    """domain -> active version, re-read from the registry at most every `ttl` seconds."""
+
+    def __init__(self, registry: Registry, ttl: float):
+        self.registry, self.ttl = registry, ttl
+        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+    def get(self, domain: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        hit = self._cache.get(domain)
+        if hit and now - hit[0] < self.ttl:
+            return hit[1]
+        cfg = self.registry.config(domain) if self.registry.exists(domain) else None
+        self._cache[domain] = (now, cfg)
+        return cfg
+
+    def invalidate(self, domain: str | None = None) -> None:
+        if domain is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(domain, None)
+
+
+@dataclass
+class Arm:
+    variant: str  # "domain" | "base"
+    model_id: str  # "legal@v7" | "base"
+    reason: str | None = None
+
+
+@dataclass
+class RerankService:
+    registry: Registry
+    scorer: Scorer
+    max_documents: int = 1000
+    default_split: float = 0.5
+    cache_ttl: float = 1.0
+    events: Any = None  # serving.events logger (optional): .log(impression dict)
+    _versions: ActiveVersionCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._versions = ActiveVersionCache(self.registry, self.cache_ttl)
+
+    def invalidate(self, domain: str | None = None) -> None:
+        """Forget the cached active version (after promote/rollback through this replica)."""
+        self._versions.invalidate(domain)
+
+    # -- steps --------------------------------------------------------------------------------
+    def resolve_domain(self, query_domain: str | None, body_domain: str | None) -> str:
+        domain = query_domain or body_domain or DEFAULT_DOMAIN
+        try:
+            return validate_domain(domain)
+        except InvalidId as e:
+            raise BadRequest("domain", str(e)) from e
+
+    def documents(self, req: RerankRequest) -> tuple[list[str], list[DocumentIn | None]]:
+        if len(req.documents) > self.max_documents:
+            raise BadRequest("documents", f"at most {self.max_documents} documents per request, got {len(req.documents)}")
+        texts, objs = [], []
+        for d in req.documents:
+            if isinstance(d, DocumentIn):
+                texts.append(d.text)
+                objs.append(d)
+            else:
+                texts.append(d)
+                objs.append(None)
+        return texts, objs
+
+    def choose_arm(self, domain: str, user_key: str | None) -> Arm:
+        cfg = self._versions.get(domain)
+        if not cfg or not cfg.get("active"):
+            return Arm("base", BASE_MODEL_ID, "no active domain model")
+        split = cfg.get("ab_split")
+        split = self.default_split if split is None else split
+        from serving.ab import assign_arm
+
+        if assign_arm(domain, user_key, split) == "base":
+            return Arm("base", BASE_MODEL_ID, None)
+        return Arm("domain", f"{domain}@{cfg['active']}")
+
+    # -- the request --------------------------------------------------------------------------
+    async def rerank(self, req: RerankRequest, domain: str, user_key: str | None = None) -> RerankResponse:
+        t0 = time.perf_counter()
+        texts, objs = self.documents(req)
+        arm = self.choose_arm(domain, user_key)
+        try:
+            scores, truncated = await self.scorer.score(arm.model_id, req.query, texts)
+        except Exception as e:  # noqa: BLE001 - a broken domain model must not fail the request
+            if arm.variant == "base":
+                raise
+            self._versions.invalidate(domain)  # the pool marked it failed; the registry moved on
+            arm = Arm("base", BASE_MODEL_ID, f"domain model {arm.model_id} failed to load: {e}"[:300])
+            scores, truncated = await self.scorer.score(arm.model_id, req.query, texts)
+        order = np.argsort(-np.asarray(scores), kind="stable")
+        if req.top_n is not None:
+            order = order[: req.top_n]
+        results = [
+            RerankResult(index=int(i), relevance_score=float(scores[i]),
+                         document=(_document(texts[i], objs[i]) if req.return_documents else None))
+            for i in order
+        ]
+        latency_ms = (time.perf_counter() - t0) * 1000
+        meta: dict[str, Any] = {"truncated_documents": truncated, "documents": len(texts),
+                                "latency_ms": round(latency_ms, 2)}
+        if arm.reason:
+            meta["reason"] = arm.reason
+        response = RerankResponse(id=uuid.uuid4().hex, results=results, model=arm.model_id, domain=domain,
+                                  variant=arm.variant, meta=meta)
+        if self.events is not None:
+            self.events.log_rerank(response, req, texts, objs, scores, user_key, latency_ms)
+        return response
+
+
+def _document(text: str, obj: DocumentIn | None) -> dict[str, Any]:
+    return obj.model_dump(exclude_none=True) if obj is not None else {"text": text}
