@@ -153,15 +153,15 @@ def test_feedback_validation(client, store):
     assert r.status_code == 200 and r.json()["clicked"] == [1, 2]
     assert store.count_clicks("legal") == 2
     r = client.post("/v1/feedback", json={"request_id": "nope", "clicked": [0]})
-    assert r.status_code == 404 and "request_id" in r.json()["detail"]
+    assert r.status_code == 404 and "request_id" in r.text
     r = client.post("/v1/feedback", json={"request_id": e.request_id, "clicked": [0, 9]})
-    assert r.status_code == 422 and "clicked[1]" in r.json()["detail"] and "out of range" in r.json()["detail"]
+    assert r.status_code == 422 and "clicked[1]" in r.text and "out of range" in r.text
     for bad, field in (({"clicked": [0]}, "request_id"), ({"request_id": e.request_id, "clicked": []}, "clicked"),
                        ({"request_id": e.request_id, "clicked": [1.5]}, "clicked"),
                        ({"request_id": e.request_id, "clicked": [True]}, "clicked")):
         r = client.post("/v1/feedback", json=bad)
         assert r.status_code == 422, bad
-        assert field in json.dumps(r.json()["detail"]), r.json()
+        assert field in r.text, r.text
     assert store.count_clicks("legal") == 2
 
 
