@@ -1,0 +1,61 @@
+"""Rerank the same BM25 top-k with each system and score it with ranx."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from training.metrics import score_run
+
+Scorer = Callable[[str, list[str]], np.ndarray]  # (query, passages) -> scores
+
+
+def torch_scorer(model: object, kind: str, batch_size: int = 32) -> Scorer:
+    if kind == "cross-encoder":
+        def score(query: str, docs: list[str]) -> np.ndarray:
+            return np.asarray(model.predict([(query, d) for d in docs], batch_size=batch_size,  # type: ignore[attr-defined]
+                                            show_progress_bar=False), dtype=np.float32).reshape(len(docs), -1)[:, 0]
+        return score
+    cache: dict[str, np.ndarray] = {}
+
+    def score_bi(query: str, docs: list[str]) -> np.ndarray:
+        new = [d for d in dict.fromkeys(docs) if d not in cache]  # each passage is embedded once per run
+        if new:
+            for d, e in zip(new, model.encode(new, batch_size=batch_size, normalize_embeddings=True,  # type: ignore[attr-defined]
+                                              show_progress_bar=False)):
+                cache[d] = e
+        q = model.encode([query], normalize_embeddings=True, show_progress_bar=False)[0]  # type: ignore[attr-defined]
+        return np.stack([cache[d] for d in docs]) @ q
+    return score_bi
+
+
+def onnx_scorer(version_dir: str, threads: int = 1) -> Scorer:
+    from serving.runtime import OnnxReranker
+
+    runtime = OnnxReranker(version_dir, threads=threads)
+    return lambda q, docs: runtime.score(q, docs).scores
+
+
+def rerank(scorer: Scorer, queries: dict[str, str], candidates: dict[str, dict[str, float]],
+           corpus: dict[str, str], progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, float]]:
+    run = {}
+    for i, (qid, cands) in enumerate(candidates.items()):
+        ids = list(cands)
+        scores = scorer(queries[qid], [corpus[d] for d in ids]) if ids else []
+        run[qid] = {d: float(s) for d, s in zip(ids, scores)}
+        if progress:
+            progress(i + 1, len(candidates))
+    return run
+
+
+def evaluate_systems(systems: dict[str, Scorer | None], queries: dict[str, str],
+                     qrels: dict[str, dict[str, int]], candidates: dict[str, dict[str, float]],
+                     corpus: dict[str, str], k: int,
+                     progress: Callable[[str, int, int], None] | None = None) -> dict[str, dict[str, float]]:
+    """None as a scorer means 'the first stage as is' (bm25)."""
+    out = {}
+    for name, scorer in systems.items():
+        run = candidates if scorer is None else rerank(
+            scorer, queries, candidates, corpus, (lambda d, t, n=name: progress(n, d, t)) if progress else None)
+        out[name] = score_run(qrels, run, k)
+    return out

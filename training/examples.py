@@ -1,0 +1,30 @@
+"""The one common form every training source is turned into."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+class SourceError(ValueError):
+    """Bad training input. The message names the file and line so the user can fix it."""
+
+
+@dataclass
+class Example:
+    """One labelled (query, passage) pair. label: 0/1 for binary sources, 1-5 graded for expert labels."""
+
+    query_id: str  # groups pairs of one query, so splits never leak a query across train/dev
+    query: str
+    passage: str
+    label: float
+    source: str
+    doc_id: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def require_text(value: object, what: str, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise SourceError(f"{where}: {what} must be a non-empty string, got {value!r}")
+    return value

@@ -1,0 +1,33 @@
+"""Gates a candidate must pass before it is published; each reports its figure and threshold."""
+from __future__ import annotations
+
+from typing import Any
+
+from training.config import TrainConfig
+
+
+def gate(name: str, value: float | None, threshold: float, op: str, passed: bool) -> dict[str, Any]:
+    return {"gate": name, "value": value, "threshold": threshold, "op": op, "passed": bool(passed)}
+
+
+def quality_gate(base_ndcg: float, cand_ndcg: float, min_gain: float) -> dict[str, Any]:
+    need = base_ndcg + min_gain
+    return gate("quality", round(cand_ndcg, 4), round(need, 4), ">=", cand_ndcg >= need)
+
+
+def export_gates(manifest: dict[str, Any], cfg: TrainConfig) -> list[dict[str, Any]]:
+    par = manifest.get("parity", {})
+    ms = float(manifest.get("ms_per_pair_256", float("inf")))
+    size = int(manifest.get("size_bytes", 0))
+    return [gate("parity", par.get("spearman"), 0.98, ">=", bool(par.get("passed"))),
+            gate("latency_ms_per_pair", round(ms, 2), cfg.max_ms_per_pair, "<=", ms <= cfg.max_ms_per_pair),
+            gate("size_bytes", size, cfg.max_size_bytes, "<=", size <= cfg.max_size_bytes)]
+
+
+def failed(gates: list[dict[str, Any]]) -> list[str]:
+    return [g["gate"] for g in gates if not g["passed"]]
+
+
+def describe_failure(gates: list[dict[str, Any]]) -> str:
+    return "; ".join(f"gate {g['gate']} failed: {g['value']} {g['op']} {g['threshold']} is false"
+                     for g in gates if not g["passed"])

@@ -1,0 +1,205 @@
+"""One training run: sources -> split -> negatives -> fine-tune -> evaluate -> export -> gates -> publish.
+
+Nothing touches the registry until every gate passed: the model is exported into a staging
+directory and published (atomic rename) only then; any failure removes the staging directory.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from exporters.build import ExportError, build_version
+from exporters.checks import Pair
+from exporters.source import load, resolve
+from state.registry import Registry
+from training import gates as G
+from training.bm25 import BM25Index
+from training.config import TrainConfig
+from training.evaluate import evaluate_systems, torch_scorer
+from training.examples import Example, SourceError
+from training.negatives import add_negatives
+from training.splits import split, subset
+
+STAGES = ("load", "negatives", "train", "evaluate", "export", "gates", "publish")
+
+
+class GateFailed(Exception):
+    def __init__(self, gates: list[dict[str, Any]]):
+        self.gates = gates
+        super().__init__(G.describe_failure(gates))
+
+
+@dataclass
+class DataSpec:
+    beir: str | None = None
+    beir_split: str = "train"
+    eval_split: str | None = None  # a BEIR split to evaluate on; else a seeded split of the training data
+    ragas: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    search_logs: bool = False  # read impressions/clicks of the domain from the event store
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
+        return cls(**d)
+
+
+class Reporter:
+    """Where a run reports; the job entry point writes these to the job record."""
+
+    def stage(self, name: str) -> None: ...
+    def progress(self, done: int, total: int) -> None: ...
+    def update(self, **fields: Any) -> None: ...
+
+
+def load_sources(spec: DataSpec, domain: str, db_url: str | None = None) -> tuple[list[Example], dict, dict]:
+    """All examples, per-source stats, and the corpus (doc id -> text) negatives are mined from."""
+    from training.sources.beir import beir_examples, load_beir
+    from training.sources.labels import load_labels
+    from training.sources.ragas import load_ragas
+
+    examples: list[Example] = []
+    stats: dict[str, Any] = {}
+    corpus: dict[str, str] = {}
+    if spec.beir:
+        data = load_beir(spec.beir, spec.beir_split)
+        ex = beir_examples(data)
+        examples += ex
+        corpus.update(data.corpus)
+        stats["beir"] = {"dir": spec.beir, "split": spec.beir_split, "queries": len(data.queries), "pairs": len(ex)}
+    for p in spec.ragas:
+        ex, st = load_ragas(p)
+        examples += ex
+        stats[f"ragas:{Path(p).name}"] = st
+    for p in spec.labels:
+        ex, st = load_labels(p)
+        examples += ex
+        stats[f"labels:{Path(p).name}"] = st
+    if spec.search_logs:
+        from state.store import Store
+        from training.sources.search_logs import examples_from_store
+
+        store = Store(db_url)
+        try:
+            ex, st = examples_from_store(store, domain)
+        finally:
+            store.close()
+        examples += ex
+        stats["search_logs"] = st
+    if not examples:
+        raise SourceError("no training data: give a BEIR directory, RAGAS/label files, or enable search logs")
+    # passages of every source join the mining corpus, keyed by a stable id
+    for e in examples:
+        if e.doc_id is None:
+            e.doc_id = f"p{abs(hash(e.passage)) % 10**12}"
+        corpus.setdefault(e.doc_id, e.passage)
+    return examples, stats, corpus
+
+
+def _heldout(examples: list[Example], spec: DataSpec, cfg: TrainConfig, corpus: dict[str, str],
+             index: BM25Index) -> tuple[list[Example], dict, dict, dict]:
+    """(train examples, eval queries, eval qrels, eval candidates)."""
+    if spec.beir and spec.eval_split:
+        from training.sources.beir import load_beir
+
+        ev = load_beir(spec.beir, spec.eval_split)
+        queries, qrels = ev.queries, ev.qrels
+        train = examples
+    else:
+        qids = sorted({e.query_id for e in examples})
+        train_q, dev_q = split(qids, cfg.dev_fraction, cfg.seed)
+        dev = set(dev_q)
+        train = [e for e in examples if e.query_id not in dev]
+        queries = {e.query_id: e.query for e in examples if e.query_id in dev}
+        qrels = {}
+        for e in examples:
+            if e.query_id in dev:
+                qrels.setdefault(e.query_id, {})[e.doc_id] = int(e.label if e.label > 1 else e.label > 0)
+        qrels = {q: d for q, d in qrels.items() if any(v > 0 for v in d.values())}
+        queries = {q: queries[q] for q in qrels}
+    cands = index.search(queries, cfg.eval_k)
+    if not (spec.beir and spec.eval_split):  # judged passages of a dev query are always among its candidates
+        for q, docs in qrels.items():
+            for d in docs:
+                cands[q].setdefault(d, 0.0)
+    return train, queries, qrels, cands
+
+
+def run(domain: str, spec: DataSpec, cfg: TrainConfig, registry: Registry, *, activate: bool = False,
+        reporter: Reporter | None = None, db_url: str | None = None) -> dict[str, Any]:
+    rep = reporter or Reporter()
+    t_start = time.time()
+    rep.stage("load")
+    examples, stats, corpus = load_sources(spec, domain, db_url)
+    if cfg.max_queries:
+        keep = set(subset(sorted({e.query_id for e in examples}), cfg.max_queries, cfg.seed))
+        examples = [e for e in examples if e.query_id in keep]
+    index = BM25Index(corpus)
+    train, queries, qrels, cands = _heldout(examples, spec, cfg, corpus, index)
+    rep.update(sources=stats)
+    rep.stage("negatives")
+    src = resolve(cfg.base_model)
+    train, neg_stats = add_negatives(train, corpus, per_query=cfg.negatives_per_query, source=cfg.negative_source,
+                                     rank_range=cfg.negative_range, random_count=cfg.random_negatives,
+                                     base_model=load(src, cfg.max_length) if cfg.negative_source != "bm25" and
+                                     src.kind == "bi-encoder" else None, seed=cfg.seed, index=index)
+    stats["negatives"] = neg_stats
+    rep.update(sources=stats)
+    rep.stage("train")
+    kind = src.kind if cfg.model_kind == "auto" else cfg.model_kind
+    t0 = time.time()
+    if kind == "bi-encoder":
+        from training.finetune import train_bi_encoder
+
+        model = train_bi_encoder(src.path, train, cfg, progress=rep.progress)
+    else:
+        from training.finetune import load_cross_encoder, train_cross_encoder
+
+        model = load_cross_encoder(src.kind, src.path, cfg.max_length)
+        model = train_cross_encoder(model, train, cfg, new_head=src.kind != "cross-encoder", progress=rep.progress)
+    train_s = time.time() - t0
+    rep.stage("evaluate")
+    base = load(src, cfg.max_length)
+    metrics = evaluate_systems({"bm25": None, "base": torch_scorer(base, src.kind),
+                                "candidate": torch_scorer(model, kind)}, queries, qrels, cands, corpus, cfg.eval_k,
+                               progress=lambda name, d, t: rep.progress(d, t))
+    metrics["eval"] = {"queries": len(queries), "k": cfg.eval_k,
+                       "split": spec.eval_split or f"dev {cfg.dev_fraction:.0%} of training queries (seed {cfg.seed})"}
+    metrics["train_seconds"] = round(train_s, 1)
+    metrics["train_pairs"] = len(train)
+    rep.update(metrics=metrics)
+    quality = G.quality_gate(metrics["base"]["ndcg@10"], metrics["candidate"]["ndcg@10"], cfg.min_gain)
+    rep.update(gates=[quality])
+    if not quality["passed"]:  # do not spend minutes exporting a model that cannot be published
+        raise GateFailed([quality])
+    rep.stage("export")
+    staged = registry.stage(domain)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save(tmp)
+            pairs = [Pair(queries[q], corpus[d], float(qrels[q].get(d, 0)), q)
+                     for q in list(queries)[:60] for d in list(cands[q])[:10]]
+            try:
+                manifest = build_version(tmp, staged, max_length=cfg.max_length, pairs=pairs,
+                                         progress=lambda s, d, t: rep.progress(d, t),
+                                         extra={"trained_from": {"base_model": cfg.base_model, "sources": stats,
+                                                                 "config": cfg.to_dict()},
+                                                "evaluation": metrics})
+                all_gates = [quality] + G.export_gates(manifest, cfg)
+            except ExportError as e:
+                all_gates = [quality, G.gate("parity", None, 0.98, ">=", False) | {"error": str(e)}]
+        rep.stage("gates")
+        rep.update(gates=all_gates)
+        if G.failed(all_gates):
+            raise GateFailed(all_gates)
+        manifest["gates"] = all_gates
+        manifest["source_model"] = cfg.base_model
+        rep.stage("publish")
+        version = registry.publish(domain, staged, manifest, activate=activate)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return {"version": version, "model_id": f"{domain}@{version}", "metrics": metrics, "gates": all_gates,
+            "sources": stats, "seconds": round(time.time() - t_start, 1)}

@@ -1,0 +1,1 @@
+"""Training data sources. Each turns one kind of domain signal into `Example`s plus stats."""

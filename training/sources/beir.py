@@ -1,0 +1,80 @@
+"""A BEIR directory: corpus.jsonl, queries.jsonl, qrels/<split>.tsv."""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.examples import Example, SourceError, require_text
+
+
+@dataclass
+class BeirData:
+    name: str
+    corpus: dict[str, str]  # doc id -> "title text"
+    queries: dict[str, str]  # query id -> text (only those with qrels in the split)
+    qrels: dict[str, dict[str, int]]  # query id -> doc id -> relevance
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    if not path.is_file():
+        raise SourceError(f"{path}: file not found")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SourceError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise SourceError(f"{path}:{n}: expected a JSON object")
+            rows.append((n, row))
+    return rows
+
+
+def load_beir(directory: str | Path, split: str = "train") -> BeirData:
+    d = Path(directory)
+    corpus: dict[str, str] = {}
+    for n, row in _read_jsonl(d / "corpus.jsonl"):
+        if "_id" not in row:
+            raise SourceError(f"{d / 'corpus.jsonl'}:{n}: missing _id")
+        text = row.get("text") or ""
+        title = row.get("title") or ""
+        if not isinstance(text, str) or not isinstance(title, str) or not (text or title):
+            raise SourceError(f"{d / 'corpus.jsonl'}:{n}: title/text must be strings, not both empty")
+        corpus[str(row["_id"])] = f"{title} {text}".strip()
+    queries: dict[str, str] = {}
+    for n, row in _read_jsonl(d / "queries.jsonl"):
+        if "_id" not in row:
+            raise SourceError(f"{d / 'queries.jsonl'}:{n}: missing _id")
+        queries[str(row["_id"])] = require_text(row.get("text"), "text", f"{d / 'queries.jsonl'}:{n}")
+    qpath = d / "qrels" / f"{split}.tsv"
+    if not qpath.is_file():
+        raise SourceError(f"{qpath}: file not found (split {split!r})")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(qpath, encoding="utf-8", newline="") as f:
+        for n, row in enumerate(csv.reader(f, delimiter="\t"), 1):
+            if not row or (n == 1 and row[0] == "query-id"):
+                continue
+            if len(row) != 3:
+                raise SourceError(f"{qpath}:{n}: expected 3 tab-separated fields, got {len(row)}")
+            qid, did, score = row
+            try:
+                rel = int(score)
+            except ValueError:
+                raise SourceError(f"{qpath}:{n}: score {score!r} is not an integer") from None
+            if qid not in queries:
+                raise SourceError(f"{qpath}:{n}: query id {qid!r} not in queries.jsonl")
+            if did not in corpus:
+                raise SourceError(f"{qpath}:{n}: corpus id {did!r} not in corpus.jsonl")
+            qrels.setdefault(qid, {})[did] = rel
+    return BeirData(d.name, corpus, {q: queries[q] for q in qrels}, qrels)
+
+
+def beir_examples(data: BeirData) -> list[Example]:
+    """Positives from qrels (relevance > 0). Negatives come from hard-negative mining."""
+    return [Example(qid, data.queries[qid], data.corpus[did], 1.0, "beir", did)
+            for qid, docs in data.qrels.items() for did, rel in docs.items() if rel > 0]
