@@ -166,6 +166,10 @@ class EventLogger:
         """Graceful shutdown: refuse new events, store every queued one, stop the task."""
         if self._closed:
             return
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            # Shutdown hooks may run on another loop than the requests did: close on ours.
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.close(), self._loop))
+            return
         self._closing = True
         await self.flush()
         self._closed = True
@@ -186,6 +190,19 @@ def open_event_logging(settings: Any) -> tuple[Store, EventLogger]:
     The logger starts itself on the first log() inside the serving event loop."""
     store = Store(settings.database_url)
     return store, EventLogger(store, spill_path=Path(settings.home).resolve() / "events-failed.jsonl")
+
+
+def install(app: Any, settings: Any) -> None:
+    """Wire event logging into a FastAPI app: app.state.store / app.state.events, and a
+    shutdown hook that stores every queued impression (Serve runs ASGI shutdown on replica stop)."""
+    store, events = open_event_logging(settings)
+    app.state.store, app.state.events = store, events
+
+    async def _drain() -> None:
+        await events.close()
+        store.close()
+
+    app.router.on_shutdown.append(_drain)
 
 
 def replay_spill(store: Store, spill_path: Path | str) -> int:

@@ -267,3 +267,28 @@ def test_log_rerank_hook_records_what_was_shown(store):
     assert [(s["position"], s["index"], s["doc_id"], s["text"]) for s in row["shown"]] == \
         [(0, 1, "d1", "b"), (1, 2, None, "c")]
     assert row["latency_ms"] == 12.5
+
+
+def test_install_wires_app_state_and_drains_on_shutdown(tmp_path):
+    """serving.events.install(app, settings): what the ingress calls; ASGI shutdown stores the queue."""
+    from serving import events
+    from state.settings import Settings
+
+    settings = Settings(home=tmp_path / "home", db_url=None)
+    app = FastAPI()
+    events.install(app, settings)
+    app.include_router(feedback.router)
+
+    @app.post("/_burst")
+    async def _burst():
+        for i in range(300):
+            app.state.events.log(ev(rid=f"burst-{i}"))
+
+    with TestClient(app) as c:
+        c.post("/_burst")
+        queued = app.state.events.stats()["pending"]
+        assert c.post("/v1/feedback", json={"request_id": "burst-7", "clicked": [0]}).status_code == 200
+    store = Store(settings.database_url)
+    assert queued == 300 and store.count_impressions("legal") == 300  # count before == after shutdown
+    assert store.count_clicks("legal") == 1
+    store.close()
