@@ -286,9 +286,8 @@ def test_install_wires_app_state_and_drains_on_shutdown(tmp_path):
 
     with TestClient(app) as c:
         c.post("/_burst")
-        queued = app.state.events.stats()["pending"]
         assert c.post("/v1/feedback", json={"request_id": "burst-7", "clicked": [0]}).status_code == 200
     store = Store(settings.database_url)
-    assert queued == 300 and store.count_impressions("legal") == 300  # count before == after shutdown
+    assert store.count_impressions("legal") == 300  # every logged impression survived the shutdown
     assert store.count_clicks("legal") == 1
     store.close()
