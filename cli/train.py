@@ -1,6 +1,152 @@
-"""`reranker` subcommands (placeholder until built)."""
+"""`reranker train` and `reranker evaluate`: fine-tune a domain model, compare it with bm25 and the base."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+
+DEFAULT_K = 100
+
+
+class _Bars:
+    """tqdm bars, one per stage, written to stderr so --json stdout stays clean."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.bar, self.name = enabled, None, None
+
+    def stage(self, name: str) -> None:
+        self.close()
+        self.name = name
+        typer.echo(f"[{name}]", err=True)
+
+    def progress(self, done: int, total: int) -> None:
+        if not self.enabled or not total:
+            return
+        from tqdm import tqdm
+
+        if self.bar is None or self.bar.total != total:
+            self.close()
+            self.bar = tqdm(total=total, desc=self.name, leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def update(self, **fields: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _print_table(systems: dict[str, dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    names = [m for m in next(iter(systems.values())) if m != "model"]
+    table = Table()
+    table.add_column("system")
+    for m in names:
+        table.add_column(m, justify="right")
+    for sys_name, res in systems.items():
+        label = f"{sys_name} ({res['model']})" if "model" in res else sys_name
+        table.add_row(label, *[f"{res[m]:.4f}" for m in names])
+    Console(stderr=False).print(table)
+
+
+def train(domain: str = typer.Option(..., help="domain id"),
+          beir: Path = typer.Option(..., exists=True, file_okay=False, help="BEIR directory"),
+          split: str = typer.Option("train", help="qrels split to train on"),
+          max_queries: Optional[int] = typer.Option(None, help="seeded subset of training queries"),
+          activate: bool = typer.Option(False, help="make the new version the domain's active model"),
+          as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+          config: Optional[str] = typer.Option(None, help="training options as JSON (training.config)")) -> None:
+    """Fine-tune on a BEIR split (held-out dev queries carved from it), gate, export, publish."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from state.ids import validate_domain
+    from state.registry import Registry
+    from state.settings import Settings
+    from training.config import TrainConfig
+    from training.pipeline import DataSpec, GateFailed, run
+
+    validate_domain(domain)
+    settings = Settings()
+    cfg = TrainConfig.from_dict({"base_model": settings.base_model, **json.loads(config or "{}"),
+                                 **({"max_queries": max_queries} if max_queries else {})})
+    bars = _Bars(not as_json)
+    try:
+        out = run(domain, DataSpec(beir=str(beir), beir_split=split), cfg, Registry(settings.registry_root),
+                  activate=activate, reporter=bars)
+    except GateFailed as e:
+        bars.close()
+        if as_json:
+            typer.echo(json.dumps({"published": False, "error": str(e), "gates": e.gates}))
+        else:
+            typer.echo(f"not published: {e}", err=True)
+        raise typer.Exit(2)
+    bars.close()
+    if as_json:
+        typer.echo(json.dumps({"published": True, **out}))
+        return
+    typer.echo(f"published {out['model_id']}{' (active)' if activate else ''} in {out['seconds']} s")
+    _print_table({k: v for k, v in out["metrics"].items() if k in ("bm25", "base", "candidate")})
+
+
+def evaluate(domain: str = typer.Option(..., help="domain id (its active model is evaluated)"),
+             beir: Path = typer.Option(..., exists=True, file_okay=False, help="BEIR directory"),
+             split: str = typer.Option("test", help="qrels split to evaluate on"),
+             k: int = typer.Option(DEFAULT_K, help="rerank BM25's top k"),
+             max_queries: Optional[int] = typer.Option(None, help="seeded subset of queries"),
+             as_json: bool = typer.Option(False, "--json", help="print one JSON object")) -> None:
+    """Rerank BM25's top-k with the base and the domain's active model; print NDCG/MRR/MAP/Recall."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from exporters.base_model import ensure_base
+    from state.ids import validate_domain
+    from state.registry import Registry
+    from state.settings import Settings
+    from training.bm25 import BM25Index
+    from training.evaluate import evaluate_systems, onnx_scorer
+    from training.sources.beir import load_beir
+    from training.splits import subset
+
+    validate_domain(domain)
+    settings = Settings()
+    registry = Registry(settings.registry_root)
+    active = registry.active_version(domain)
+    if not active:
+        typer.echo(f"domain {domain!r} has no active model: train with --activate or promote a version", err=True)
+        raise typer.Exit(2)
+    data = load_beir(beir, split)
+    qids = subset(sorted(data.queries), max_queries)
+    queries = {q: data.queries[q] for q in qids}
+    qrels = {q: data.qrels[q] for q in qids}
+    bars = _Bars(not as_json)
+    bars.stage("bm25")
+    cands = BM25Index(data.corpus).search(queries, k)
+    base_dir = ensure_base(registry, settings.base_model, settings.max_length)
+    threads = max(1, min(2, os.cpu_count() or 1))
+    systems = {"bm25": None, "base": onnx_scorer(str(base_dir), threads),
+               "domain": onnx_scorer(str(registry.version_dir(domain, active)), threads)}
+
+    def progress(name: str, done: int, total: int) -> None:
+        if bars.name != name:
+            bars.stage(name)
+        bars.progress(done, total)
+
+    res = evaluate_systems(systems, queries, qrels, cands, data.corpus, k, progress=progress)
+    bars.close()
+    res["domain"] = {"model": f"{domain}@{active}", **res["domain"]}
+    res["base"] = {"model": settings.base_model, **res["base"]}
+    out = {"dataset": data.name, "split": split, "queries": len(queries), "k": k, "systems": res}
+    if as_json:
+        typer.echo(json.dumps(out))
+    else:
+        typer.echo(f"{data.name} {split}: {len(queries)} queries, BM25 top-{k} reranked")
+        _print_table(res)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)
