@@ -1,0 +1,113 @@
+"""The rerank endpoint over real HTTP on a real Ray Serve, answered by the offline base model."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+PARIS = "Paris is the capital and largest city of France."
+UNRELATED = ["Bananas are yellow and rich in potassium.",
+             "The stock market fell sharply on Tuesday.",
+             "Photosynthesis converts light into chemical energy in plants."]
+
+
+def post(c, path, body, **kw):
+    return c.post(path, json=body, **kw)
+
+
+def test_paris_outranks_unrelated_passages(service):
+    with service.client() as c:
+        r = post(c, "/rerank?domain=any", {"query": "What is the capital of France?",
+                                            "documents": [UNRELATED[0], UNRELATED[1], PARIS, UNRELATED[2]]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["results"][0]["index"] == 2
+    scores = [x["relevance_score"] for x in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert body["variant"] == "base" and body["model"] == "base" and body["domain"] == "any"
+    assert body["id"] and "reason" in body["meta"]
+
+
+@pytest.mark.parametrize("path", ["/v1/rerank", "/v2/rerank"])
+def test_aliases_and_domain_in_body(service, path):
+    with service.client() as c:
+        r = post(c, path, {"query": "capital of France", "domain": "legal",
+                           "documents": ["Bananas are yellow.", "Paris is the capital of France."]})
+    assert r.status_code == 200, r.text
+    assert r.json()["domain"] == "legal"
+    assert r.json()["results"][0]["index"] == 1
+
+
+def test_top_n_return_documents_and_index_mapping(service):
+    docs = [{"id": "b", "text": UNRELATED[0]}, PARIS, {"id": "s", "text": UNRELATED[1], "source": "news"}]
+    with service.client() as c:
+        r = post(c, "/rerank", {"query": "capital of France", "documents": docs, "top_n": 2,
+                                "return_documents": True})
+        r2 = post(c, "/rerank", {"query": "capital of France", "documents": docs})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 2
+    assert results[0]["index"] == 1 and results[0]["document"] == {"text": PARIS}
+    for res in results:  # each returned document is the one at its original index
+        original = docs[res["index"]]
+        expected = original if isinstance(original, dict) else {"text": original}
+        assert res["document"] == expected
+    full = r2.json()["results"]
+    assert len(full) == 3 and all("document" not in x for x in full)
+    assert sorted(x["index"] for x in full) == [0, 1, 2]
+
+
+def test_over_long_documents_are_truncated_and_counted(service):
+    long_doc = "Paris is the capital of France. " + "Filler words about nothing at all. " * 400
+    with service.client() as c:
+        r = post(c, "/rerank", {"query": "capital of France", "documents": [long_doc, "short", long_doc]})
+    assert r.status_code == 200, r.text
+    assert r.json()["meta"]["truncated_documents"] == 2
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"documents": ["a"]}, "query"),
+    ({"query": "", "documents": ["a"]}, "query"),
+    ({"query": "   ", "documents": ["a"]}, "query"),
+    ({"query": "q", "documents": []}, "documents"),
+    ({"query": "q"}, "documents"),
+    ({"query": "q", "documents": ["a", 5]}, "documents.1"),
+    ({"query": "q", "documents": ["a", {"id": "x"}]}, "documents.1"),
+    ({"query": "q", "documents": ["a"], "top_n": 0}, "top_n"),
+    ({"query": "q", "documents": ["d"] * 51}, "documents"),
+])
+def test_validation_errors_name_the_field(service, body, field):
+    with service.client() as c:
+        r = post(c, "/rerank", body)
+    assert r.status_code == 422, r.text
+    fields = [d["field"] for d in r.json()["detail"]]
+    assert field in fields
+    assert field in r.json()["error"]
+
+
+def test_invalid_domain_is_rejected(service):
+    with service.client() as c:
+        r = post(c, "/rerank?domain=../etc", {"query": "q", "documents": ["a"]})
+    assert r.status_code == 422 and "domain" in r.json()["error"]
+
+
+def test_malformed_json_and_oversized_body(service):
+    with service.client() as c:
+        bad = c.post("/rerank", content=b'{"query": "q", "documents": [', headers={"content-type": "application/json"})
+        big = c.post("/rerank", content=json.dumps({"query": "q", "documents": ["x" * 300_000]}),
+                     headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and "malformed JSON" in bad.json()["error"]
+    assert big.status_code == 413 and "limit" in big.json()["error"]
+
+
+def test_health_readiness_and_metrics(service):
+    with service.client() as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/readyz").json()["status"] == "ready"
+        post(c, "/rerank?domain=metricsdomain", {"query": "q", "documents": ["a", "b"]})
+        post(c, "/rerank?domain=metricsdomain", {"query": "", "documents": ["a"]})
+        text = c.get("/metrics").text
+    assert 'reranker_requests_total{domain="metricsdomain",model="base",variant="base"}' in text
+    assert 'reranker_request_latency_seconds_count{domain="metricsdomain"' in text
+    assert 'reranker_errors_total' in text
