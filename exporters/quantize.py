@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
+import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 log = logging.getLogger(__name__)
+
+# Quantization recipes, tried in order until parity passes. "full" is fastest; "keep-head-fp32" keeps
+# the embeddings, the last encoder layer and the scoring head in fp32: the usual remedy when a lightly
+# trained cross-encoder's narrow logit range drowns in int8 noise.
+RECIPES = ("full", "keep-head-fp32")
 
 
 def fuse(src: Path, dst: Path, model_type: str = "bert") -> bool:
@@ -22,8 +29,21 @@ def fuse(src: Path, dst: Path, model_type: str = "bert") -> bool:
         return False
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
+def _head_nodes(path: Path) -> list[str]:
+    names = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node]
+    layers = [int(m.group(1)) for n in names if (m := re.search(r"layer\.(\d+)/", n))]
+    last = f"layer.{max(layers)}/" if layers else "\0"
+    # everything outside the encoder stack (pooler, classifier, ST Dense heads) plus its last layer
+    return [n for n in names if "encoder/layer." not in n or last in n]
+
+
+def quantize_int8(src: Path, dst: Path, recipe: str = "full") -> None:
     # per_channel: more accurate and faster than per-tensor here (DESIGN.md). DefaultTensorType is
     # needed for fused graphs whose contrib ops have no type info.
+    kwargs: dict = {}
+    if recipe == "keep-head-fp32":
+        kwargs = {"op_types_to_quantize": ["MatMul", "Attention"], "nodes_to_exclude": _head_nodes(src)}
+    elif recipe != "full":
+        raise ValueError(f"unknown quantization recipe {recipe!r}")
     quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": 1})
+                     extra_options={"DefaultTensorType": 1}, **kwargs)

