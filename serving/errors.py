@@ -6,6 +6,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.rerank_service import BadRequest
 from state.ids import InvalidId
@@ -43,7 +44,12 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
 
 
 def install(app: FastAPI) -> None:
+    """Every error body has the same shape: {"error": "<field>: <what is wrong>", "detail"?: [...]}."""
     app.add_exception_handler(RequestValidationError, _validation_error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(BadRequest)
     async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
