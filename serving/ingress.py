@@ -11,9 +11,9 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serving import errors
+from serving import errors, events
 from serving.rerank_service import RerankService, Scorer
-from serving.routes import models, rerank
+from serving.routes import feedback, jobs, models, rerank
 from state.ids import BASE_MODEL_ID
 from state.registry import Registry
 from state.settings import Settings, get_settings
@@ -30,7 +30,9 @@ def create_app(settings: Settings, scorer: Scorer) -> FastAPI:
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body_bytes,
                        upload_max_bytes=settings.max_upload_bytes)
-    for r in (rerank.router, models.router):
+    events.install(app, settings)  # app.state.store / app.state.events, drained on shutdown
+    app.state.service.events = app.state.events
+    for r in (rerank.router, models.router, feedback.router, jobs.router):
         app.include_router(r)
     return app
 
