@@ -28,17 +28,27 @@ def test_base_bi_encoder_int8_agrees_with_sentence_transformers(base_version):
     assert man["size_bytes"] < 60e6  # int8: about a quarter of the 90 MB fp32 model
 
 
-def test_cross_encoder_export_parity_and_scoring(cross_encoder_dir, tmp_path):
+def test_cross_encoder_as_base_model(cross_encoder_dir, tmp_path):
+    """RERANKER_BASE_MODEL may name a cross-encoder: the same start-up path exports and serves it."""
     from sentence_transformers import CrossEncoder
 
-    man = build_version(str(cross_encoder_dir), tmp_path / "v")
+    from exporters.base_model import ensure_base
+    from serving.pool import PoolCore
+    from state.registry import Registry
+    from state.settings import Settings
+
+    settings = Settings(home=tmp_path, base_model=str(cross_encoder_dir))
+    vdir = ensure_base(Registry(settings.registry_root), settings.base_model)
+    man = json.loads((vdir / "manifest.json").read_text())
     assert man["kind"] == "cross-encoder" and man["activation"] == "sigmoid"
     assert man["parity"]["passed"] and man["parity"]["spearman"] >= 0.98
-    assert {"model.onnx", "tokenizer.json", "config.json", "manifest.json"} <= {p.name for p in (tmp_path / "v").iterdir()}
+    assert {"model.onnx", "tokenizer.json", "config.json", "manifest.json"} <= {p.name for p in vdir.iterdir()}
+    assert ensure_base(Registry(settings.registry_root), settings.base_model) == vdir  # built once
     pairs = load_sample_pairs()[:12]
     ce = CrossEncoder(str(cross_encoder_dir), device="cpu")
     reference = ce.predict([(p.query, p.passage) for p in pairs])  # sigmoid applied by ST
-    got = onnx_scores(OnnxReranker(tmp_path / "v"), pairs)
+    pool = PoolCore(settings, str(vdir))
+    got = np.array([pool.base.score(p.query, [p.passage]).scores[0] for p in pairs])
     assert np.max(np.abs(reference - got)) < 0.05  # same 0..1 scale: sigmoid applied by the runtime
     assert spearmanr(reference, got).statistic >= 0.9
 
