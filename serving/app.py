@@ -20,8 +20,9 @@ def base_dir(settings: Any) -> str:
     A subprocess keeps torch (needed only for the export) out of the serving processes.
     """
     cmd = [sys.executable, "-m", "exporters.base_model"]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ,
-                                                                             "HF_HUB_OFFLINE": "1"})
+    # stderr passes through: the first start shows the export's progress in the serve log
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return out.stdout.strip().splitlines()[-1]
 
 
