@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from serving.protocol import DomainConfigUpdate, PromoteRequest
 from serving.runtime import OnnxReranker
 from serving.upload import UnsafeArchive, extract_version_archive
 from state.ids import validate_domain
-from state.registry import NotFound, Registry
+from state.registry import Registry
 
 router = APIRouter(prefix="/v1/domains", tags=["models"])
 
@@ -66,12 +65,8 @@ async def upload_version(domain: str, request: Request, activate: bool = Query(F
             raise HTTPException(400, f"upload refused: {e}") from e
         try:
             version = await asyncio.to_thread(reg.publish_dir, domain, root, activate, load_check)
-        except Exception as e:
-            if isinstance(e, (NotFound,)):
-                raise
-            raise HTTPException(400, f"upload refused: model does not load: {e}") from e
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+        except Exception as e:  # noqa: BLE001 - bad manifest, unloadable graph: the upload's fault
+            raise HTTPException(400, f"upload refused: {e}") from e
     _changed(request, domain)
     return {"domain": domain, "version": version, "model_id": f"{domain}@{version}",
             "status": "active" if activate else "candidate"}
