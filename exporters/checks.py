@@ -77,19 +77,30 @@ def parity(model: Any, kind: Kind, runtime: OnnxReranker, pairs: list[Pair]) -> 
     return out
 
 
-def ms_per_pair(runtime: OnnxReranker, tokens: int = 256, batch: int = 16, repeats: int = 3) -> float:
-    """Median ms per pair for `batch` pairs that each fill `tokens` tokens."""
+def ms_per_pair(runtime: OnnxReranker, tokens: int = 256, batch: int = 16, repeats: int = 5,
+                clock: str = "cpu") -> float:
+    """Median ms per pair (tokenization included) for `batch` pairs that each fill `tokens` tokens.
+
+    clock="cpu" (default) counts this process's CPU time divided by the session's thread count: on
+    the shared 2-core dev box wall time under other people's load read 2-6x high and made the latency
+    gate flaky, while CPU time matches an idle machine's wall time at 1 thread. clock="wall" for
+    end-to-end figures (benchmarks/latency.py reports both).
+    """
     query = "what is the effect of this treatment on patients"
-    passage = " ".join(["protein expression increases cell growth in tissue samples"] * (tokens // 4))
+    # ~10 tokens per repeat of the sentence: enough words to fill `tokens` after truncation.
+    passage = " ".join(["protein expression increases cell growth in tissue samples"] * (tokens // 8 + 1))
+    threads = max(1, runtime.session.get_session_options().intra_op_num_threads)
+    now = time.process_time if clock == "cpu" else time.perf_counter
+    scale = 1.0 / threads if clock == "cpu" else 1.0
     saved = runtime.max_length
     runtime.max_length = tokens
     try:
         runtime.score(query, [passage] * batch)  # warm-up
         times = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = now()
             runtime.score(query, [passage] * batch)
-            times.append((time.perf_counter() - t0) * 1000 / batch)
+            times.append((now() - t0) * 1000 * scale / batch)
     finally:
         runtime.max_length = saved
     return float(np.median(times))

@@ -40,8 +40,28 @@ def export_onnx(model: Any, kind: Kind, out_path: Path, opset: int = 17) -> list
     wrapper = _Wrapper(model, output, names).eval()
     dyn = {n: {0: "batch", 1: "sequence"} for n in names}
     dyn["output"] = {0: "batch"}
+    hf = _hf_model(model)
+    saved = getattr(getattr(hf, "config", None), "_attn_implementation", None)
+    if saved not in (None, "eager") and hasattr(hf, "set_attn_implementation"):
+        # SDPA traces into IsNaN/Where mask ops that onnxruntime's optimizer cannot fuse: that graph ran
+        # ~1.4x slower in int8 here (benchmarks/README.md). Eager attention is numerically the same.
+        hf.set_attn_implementation("eager")
+    try:
+        _export(wrapper, args, out_path, names, dyn, opset)
+    finally:
+        if saved not in (None, "eager") and hasattr(hf, "set_attn_implementation"):
+            hf.set_attn_implementation(saved)
+    return names
+
+
+def _hf_model(model: Any) -> Any:
+    """The transformers model inside an ST model's first module (None if there is none)."""
+    first = model[0] if hasattr(model, "__getitem__") else None
+    return getattr(first, "model", None) or getattr(first, "auto_model", None)
+
+
+def _export(wrapper: torch.nn.Module, args: tuple, out_path: Path, names: list[str], dyn: dict, opset: int) -> None:
     with torch.inference_mode():
         # The TorchScript exporter (dynamo=False) handles BERT's dynamic shapes reliably here.
         torch.onnx.export(wrapper, args, str(out_path), input_names=names, output_names=["output"],
                           dynamic_axes=dyn, opset_version=opset, dynamo=False, do_constant_folding=True)
-    return names

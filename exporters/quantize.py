@@ -17,11 +17,17 @@ RECIPES = ("full", "keep-head-fp32")
 
 
 def fuse(src: Path, dst: Path, model_type: str = "bert") -> bool:
-    """Fuse attention/layernorm/gelu; returns False (and copies nothing) if the optimizer can't."""
+    """Fuse layernorm/gelu/bias; returns False (and copies nothing) if the optimizer can't."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    # The fused Attention op (QAttention once quantized) ran ~10% slower here than int8 MatMuls with
+    # ORT's own FusedMatMul/Softmax on an AVX2 CPU (benchmarks/README.md), so attention stays unfused.
+    options = FusionOptions(model_type)
+    options.enable_attention = False
     try:
-        opt = optimize_model(str(src), model_type=model_type, num_heads=0, hidden_size=0, opt_level=1)
+        opt = optimize_model(str(src), model_type=model_type, num_heads=0, hidden_size=0, opt_level=1,
+                             optimization_options=options)
         opt.save_model_to_file(str(dst))
         return True
     except Exception as e:  # noqa: BLE001 - unknown architectures stay unfused, still correct
