@@ -1,0 +1,73 @@
+"""The same rerank request in-process (OnnxReranker.score) and through HTTP + Ray Serve; the added ms.
+
+Both sides score the same version directory with the service's thread count; requests alternate.
+
+    .venv/bin/python -m benchmarks.overhead                  # starts the service on 127.0.0.1:8123
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from benchmarks import service as svc
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--url", help="a running service on 127.0.0.1; default: start one")
+    ap.add_argument("--port", type=int, default=8123)
+    ap.add_argument("--domain", default="scifact")
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "reranker-bench-latency")
+    ap.add_argument("--out", type=Path, default=RESULTS / "overhead.json")
+    args = ap.parse_args(argv)
+    from benchmarks.latency import ensure_models
+    from serving.runtime import OnnxReranker
+    from state.settings import get_settings
+
+    _, version_dir = ensure_models(args.cache)
+    s = get_settings()
+    local = OnnxReranker(version_dir, threads=s.intra_op_threads, max_length=s.max_length, batch_size=s.batch_size)
+    req = svc.scifact_requests(1, 20, 20)[0]
+    cases = {"1 passage": {"query": req["query"], "documents": req["documents"][:1]},
+             "20 passages": {"query": req["query"], "documents": req["documents"]}}
+    result: dict = {"threads": s.intra_op_threads, "max_length": s.max_length, "rounds": args.rounds, "cases": {}}
+    with svc.service(args.url, args.port) as url, httpx.Client(timeout=60) as client:
+        version = svc.publish(url, args.domain, version_dir, activate=True)
+        user = svc.domain_user(args.domain)
+        for name, body in cases.items():
+            http_ms, local_ms = [], []
+            for i in range(args.rounds + 2):  # two warm-ups: model load in the replica, first-call allocations
+                t0 = time.perf_counter()
+                r = client.post(f"{url}/rerank", params={"domain": args.domain}, json={**body, "user_id": user})
+                t1 = time.perf_counter()
+                local.score(body["query"], body["documents"])
+                t2 = time.perf_counter()
+                r.raise_for_status()
+                assert r.json()["model"] == f"{args.domain}@{version}", r.json()["model"]
+                if i >= 2:
+                    http_ms.append((t1 - t0) * 1000)
+                    local_ms.append((t2 - t1) * 1000)
+            c = {"in_process_ms": statistics.median(local_ms), "http_ms": statistics.median(http_ms)}
+            c["added_ms"] = c["http_ms"] - c["in_process_ms"]
+            result["cases"][name] = c
+            print(f"{name}: in-process {c['in_process_ms']:.1f} ms, HTTP + Serve {c['http_ms']:.1f} ms,"
+                  f" added {c['added_ms']:.1f} ms (medians of {args.rounds})", flush=True)
+    result["loadavg_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Shared by the HTTP benchmarks: start (or reuse) the service on loopback, publish versions, SciFact requests.
+
+Run alone it is the service process itself (`python -m benchmarks.service --port 8123`): Ray with
+its own small local cluster, Serve bound to 127.0.0.1, stopped cleanly on SIGTERM.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+import httpx
+
+SCIFACT = Path(os.environ.get("SCIFACT_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"))
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+ADMIN_TOKEN = "bench-admin-token"
+
+
+def check_loopback(url: str) -> str:
+    """Benchmarks only ever target this machine."""
+    host = urlparse(url).hostname
+    if host not in LOOPBACK:
+        raise SystemExit(f"refusing non-loopback target {url!r}: benchmarks only run against 127.0.0.1")
+    return url.rstrip("/")
+
+
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {os.environ.get('RERANKER_ADMIN_TOKEN', ADMIN_TOKEN)}"}
+
+
+def wait_ready(url: str, timeout_s: float = 600, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"service exited with {proc.returncode} before it was ready")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
+                return
+        time.sleep(1)
+    raise TimeoutError(f"{url} not ready in {timeout_s} s")
+
+
+@contextlib.contextmanager
+def service(url: str | None, port: int, home: Path | None = None) -> Iterator[str]:
+    """Yield the URL of a running service: `url` if given, else one we start and stop (SIGTERM)."""
+    if url:
+        yield check_loopback(url)
+        return
+    home = home or Path(tempfile.mkdtemp(prefix="reranker-bench-home-"))
+    env = {**os.environ, "RERANKER_HOME": str(home), "RERANKER_ADMIN_TOKEN": os.environ.get(
+        "RERANKER_ADMIN_TOKEN", ADMIN_TOKEN), "RERANKER_PORT": str(port), "HF_HUB_OFFLINE": "1",
+        "RAY_USAGE_STATS_ENABLED": "0", "RERANKER_REGISTRY_CACHE_TTL_S": os.environ.get(
+            "RERANKER_REGISTRY_CACHE_TTL_S", "0.5")}
+    log = open(home / "service.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.service", "--port", str(port)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc=proc)
+        print(f"service up on {url} (home {home})", flush=True)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def publish(url: str, domain: str, version_dir: Path, activate: bool) -> str:
+    """Upload a version directory (tar.gz) over the admin API; returns the new version name."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for p in sorted(Path(version_dir).iterdir()):
+            if p.is_file():
+                tar.add(p, arcname=p.name)
+    r = httpx.post(f"{url}/v1/domains/{domain}/versions", params={"activate": str(activate).lower()},
+                   content=buf.getvalue(), headers=admin_headers(), timeout=300)
+    r.raise_for_status()
+    return r.json()["version"]
+
+
+def promote(url: str, domain: str, version: str) -> dict:
+    r = httpx.post(f"{url}/v1/domains/{domain}/promote", json={"version": version}, headers=admin_headers(),
+                   timeout=300)
+    r.raise_for_status()
+    return r.json()
+
+
+def domain_user(domain: str, split: float = 0.5) -> str:
+    """A user key that the sticky A/B assignment puts on the domain arm."""
+    from serving.ab import bucket
+
+    return next(f"probe-{i}" for i in range(10_000) if bucket(domain, f"probe-{i}") < split)
+
+
+def scifact_requests(n: int, min_docs: int = 20, max_docs: int = 50, seed: int = 0) -> list[dict]:
+    """SciFact test claims with their relevant abstracts plus random ones: 20-50 passages each."""
+    corpus = [json.loads(line) for line in open(SCIFACT / "corpus.jsonl")]
+    by_id = {d["_id"]: f"{d['title']} {d['text']}".strip() for d in corpus}
+    queries = {q["_id"]: q["text"] for q in map(json.loads, open(SCIFACT / "queries.jsonl"))}
+    rel: dict[str, list[str]] = {}
+    for line in (SCIFACT / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        qid, did, _ = line.split("\t")
+        rel.setdefault(qid, []).append(did)
+    rng = random.Random(seed)
+    ids = list(by_id)
+    out = []
+    for qid in rng.sample(sorted(rel), min(n, len(rel))):
+        k = rng.randint(min_docs, max_docs)
+        docs = [by_id[d] for d in rel[qid]][:k]
+        docs += [by_id[d] for d in rng.sample(ids, k - len(docs))]
+        rng.shuffle(docs)
+        out.append({"query": queries[qid], "documents": docs})
+    return out
+
+
+def _serve(port: int) -> None:
+    import ray
+    from ray import serve
+
+    from serving.app import build_app
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    ray.init(num_cpus=int(os.environ.get("BENCH_RAY_CPUS", "4")), include_dashboard=False,
+             configure_logging=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(), name="reranker", route_prefix="/", blocking=False)
+        print("serving", flush=True)
+        while not stop:
+            time.sleep(0.5)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=8123)
+    _serve(ap.parse_args().port)
