@@ -58,7 +58,9 @@ def service(url: str | None, port: int, home: Path | None = None) -> Iterator[st
     if url:
         yield check_loopback(url)
         return
-    home = home or Path(tempfile.mkdtemp(prefix="reranker-bench-home-"))
+    # BENCH_HOME reuses one registry (and its base-model export) across runs; default: a fresh one.
+    home = home or Path(os.environ.get("BENCH_HOME") or tempfile.mkdtemp(prefix="reranker-bench-home-"))
+    home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "RERANKER_HOME": str(home), "RERANKER_ADMIN_TOKEN": os.environ.get(
         "RERANKER_ADMIN_TOKEN", ADMIN_TOKEN), "RERANKER_PORT": str(port), "HF_HUB_OFFLINE": "1",
         "RAY_USAGE_STATS_ENABLED": "0", "RERANKER_REGISTRY_CACHE_TTL_S": os.environ.get(
