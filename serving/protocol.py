@@ -52,8 +52,8 @@ class RerankResponse(BaseModel):
 
 
 class DomainConfigUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # an unknown key is an error, not silently ignored
     ab_split: float | None = Field(None, ge=0.0, le=1.0, description="Share of traffic for the domain model.")
-    base_override: str | None = None
 
 
 class PromoteRequest(BaseModel):

@@ -60,7 +60,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def _default_config() -> dict[str, Any]:
-    return {"active": None, "history": [], "ab_split": None, "base_override": None, "versions": {}}
+    return {"active": None, "history": [], "ab_split": None, "versions": {}}
 
 
 class Registry:
@@ -139,7 +139,7 @@ class Registry:
                 man = {}
             versions.append({"version": name, **info, "manifest": man})
         return {"domain": domain, "active": cfg["active"], "ab_split": cfg["ab_split"],
-                "base_override": cfg["base_override"], "versions": versions}
+                "versions": versions}
 
     # ---- writes ----------------------------------------------------------------
     def stage(self, domain: str) -> Path:
@@ -257,18 +257,13 @@ class Registry:
                         break
             self._write_config(domain, cfg)
 
-    def update_config(self, domain: str, ab_split: float | None = None,
-                      base_override: str | None = None, clear_base_override: bool = False) -> dict[str, Any]:
+    def update_config(self, domain: str, ab_split: float | None = None) -> dict[str, Any]:
         with self._locked(domain):
             cfg = self._read_config(domain)
             if ab_split is not None:
                 if not 0.0 <= ab_split <= 1.0:
                     raise RegistryError("ab_split must be between 0 and 1")
                 cfg["ab_split"] = ab_split
-            if base_override is not None:
-                cfg["base_override"] = base_override
-            if clear_base_override:
-                cfg["base_override"] = None
             self._write_config(domain, cfg)
         return self.describe(domain)
 

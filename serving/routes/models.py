@@ -44,7 +44,7 @@ async def get_domain(domain: str, request: Request) -> dict:
 @router.put("/{domain}", dependencies=[Depends(require_admin)])
 async def update_domain(domain: str, body: DomainConfigUpdate, request: Request) -> dict:
     reg = _registry(request)
-    out = reg.update_config(validate_domain(domain), ab_split=body.ab_split, base_override=body.base_override)
+    out = reg.update_config(validate_domain(domain), ab_split=body.ab_split)
     _changed(request, domain)
     return out
 
