@@ -11,7 +11,7 @@ class TrainConfig:
     # "auto": fine-tune a cross-encoder base as a cross-encoder, a bi-encoder base as a bi-encoder
     # (the recipe that beat the base on SciFact; see README). "cross-encoder" forces a new mean-pool head.
     model_kind: Literal["auto", "cross-encoder", "bi-encoder"] = "auto"
-    epochs: float = 2.0
+    epochs: float = 1.0
     learning_rate: float = 3e-5
     head_learning_rate: float = 1e-3  # the new head starts random: it needs a far larger step
     batch_size: int = 32

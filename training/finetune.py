@@ -97,7 +97,7 @@ def train_cross_encoder(model: Any, examples: list[Example], cfg: TrainConfig, *
         pos = sum(1 for e in rows if e.label > 0)
         pw = cfg.pos_weight if cfg.pos_weight is not None else max(1.0, (len(rows) - pos) / max(1, pos))
         loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(pw))
-    extra = {"learning_rate_mapping": {r"^2\.": cfg.head_learning_rate}} if new_head else {}
+    extra = {"learning_rate_mapping": {r"(^|\.)2\.linear\.": cfg.head_learning_rate}} if new_head else {}
     with tempfile.TemporaryDirectory() as out:
         args = _args(CrossEncoderTrainingArguments, cfg, out, len(ds), **extra)
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=ds, loss=loss,
