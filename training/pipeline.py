@@ -5,6 +5,7 @@ directory and published (atomic rename) only then; any failure removes the stagi
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import time
@@ -94,7 +95,7 @@ def load_sources(spec: DataSpec, domain: str, db_url: str | None = None) -> tupl
     # passages of every source join the mining corpus, keyed by a stable id
     for e in examples:
         if e.doc_id is None:
-            e.doc_id = f"p{abs(hash(e.passage)) % 10**12}"
+            e.doc_id = "p" + hashlib.sha256(e.passage.encode()).hexdigest()[:16]  # stable across runs
         corpus.setdefault(e.doc_id, e.passage)
     return examples, stats, corpus
 
@@ -115,9 +116,10 @@ def _heldout(examples: list[Example], spec: DataSpec, cfg: TrainConfig, corpus: 
         train = [e for e in examples if e.query_id not in dev]
         queries = {e.query_id: e.query for e in examples if e.query_id in dev}
         qrels = {}
+        graded = any(e.label > 1 for e in examples)  # expert labels 1-5: 1 means "not relevant"
         for e in examples:
             if e.query_id in dev:
-                qrels.setdefault(e.query_id, {})[e.doc_id] = int(e.label if e.label > 1 else e.label > 0)
+                qrels.setdefault(e.query_id, {})[e.doc_id] = int(e.label - 1 if graded else e.label > 0)
         qrels = {q: d for q, d in qrels.items() if any(v > 0 for v in d.values())}
         queries = {q: queries[q] for q in qrels}
     cands = index.search(queries, cfg.eval_k)
