@@ -5,6 +5,7 @@ tokenizers + onnxruntime + numpy only, so a pool replica stays small and loads a
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,12 +46,18 @@ class OnnxReranker:
         self.tokenizer = Tokenizer.from_file(str(self.dir / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
+        # Truncation is tokenizer state and the pool scores from several threads at once: without
+        # this lock one thread's no_truncation() let another encode 705 tokens into a 512-position
+        # model (an onnxruntime broadcast error, HTTP 500, seen under benchmarks/hotswap load).
+        self._tok_lock = threading.Lock()
         self.pad_id = int(self.manifest.get("pad_token_id", 0))
 
     # -- tokenization -------------------------------------------------------------------------
     def _cap_query(self, query: str) -> str:
         """Keep the query whole unless it alone would eat more than half the budget."""
-        enc = self.tokenizer.encode(query, add_special_tokens=False)
+        with self._tok_lock:
+            self.tokenizer.no_truncation()
+            enc = self.tokenizer.encode(query, add_special_tokens=False)
         limit = self.max_length // 2
         if len(enc.ids) <= limit:
             return query
@@ -58,9 +65,10 @@ class OnnxReranker:
 
     def _encode(self, texts: list, pairs: bool) -> tuple[list, int]:
         strategy = "only_second" if pairs else "longest_first"
-        self.tokenizer.enable_truncation(self.max_length, strategy=strategy)
-        encs = self.tokenizer.encode_batch(texts)
-        self.tokenizer.no_truncation()
+        with self._tok_lock:
+            self.tokenizer.enable_truncation(self.max_length, strategy=strategy)
+            encs = self.tokenizer.encode_batch(texts)
+            self.tokenizer.no_truncation()
         return encs, sum(1 for e in encs if e.overflowing)
 
     def _run(self, encs: list) -> np.ndarray:
