@@ -10,7 +10,7 @@ from tests.conftest import SCIFACT
 pytestmark = pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/data/scifact")
 
 TINY = {"epochs": 1, "batch_size": 8, "max_length": 96, "negatives_per_query": 1, "random_negatives": 1,
-        "eval_k": 10, "dev_fraction": 0.25, "threads": 2, "model_kind": "cross-encoder",
+        "eval_k": 10, "dev_fraction": 0.25, "threads": 2,
         "min_gain": -1.0,  # machinery, not quality: 12 training queries cannot show a gain
         "max_ms_per_pair": 1e6}  # the shared CPU's load decides ms/pair; the gate is still reported
 

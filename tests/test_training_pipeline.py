@@ -36,18 +36,18 @@ class Recorder:
         self.fields.update(fields)
 
 
-def test_cross_encoder_with_mean_pool_head_trains_exports_and_publishes(tmp_path):
+def test_default_recipe_trains_exports_and_publishes(tmp_path):
     reg = Registry(tmp_path / "models")
     rec = Recorder()
     # min_gain -1: this checks the machinery (train -> export -> gates -> publish), not quality,
     # which 12 training queries cannot show; the quality gate itself is tested below.
-    cfg = TrainConfig(model_kind="cross-encoder", min_gain=-1.0, **TINY)
+    cfg = TrainConfig(min_gain=-1.0, **TINY)  # auto: bi-encoder base -> fine-tuned bi-encoder
     out = run("scifact", DataSpec(beir=str(SCIFACT)), cfg, reg, activate=True, reporter=rec)
     assert out["model_id"] == "scifact@v1" and reg.active_version("scifact") == "v1"
     assert rec.stages == ["load", "negatives", "train", "evaluate", "export", "gates", "publish"]
     assert any(t > 0 and d == t for d, t in rec.steps)
     man = reg.manifest("scifact", "v1")
-    assert man["kind"] == "cross-encoder" and man["parity"]["passed"]
+    assert man["kind"] == "bi-encoder" and man["parity"]["passed"]
     assert {g["gate"] for g in man["gates"]} == {"quality", "parity", "latency_ms_per_pair", "size_bytes"}
     assert all(g["passed"] for g in man["gates"]) and man["gates"][2]["value"] == round(man["ms_per_pair_256"], 2)
     assert set(man["evaluation"]) >= {"bm25", "base", "candidate"} and "ndcg@10" in man["evaluation"]["candidate"]

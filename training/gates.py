@@ -30,4 +30,4 @@ def failed(gates: list[dict[str, Any]]) -> list[str]:
 
 def describe_failure(gates: list[dict[str, Any]]) -> str:
     return "; ".join(f"gate {g['gate']} failed: {g['value']} {g['op']} {g['threshold']} is false"
-                     for g in gates if not g["passed"])
+                     + (f" ({g['error']})" if g.get("error") else "") for g in gates if not g["passed"])
