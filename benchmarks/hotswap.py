@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--domain", default="scifact")
     ap.add_argument("--swaps", type=int, default=10)
     ap.add_argument("--users", type=int, default=4)
-    ap.add_argument("--time", type=int, default=150, help="seconds of locust load (swaps happen inside it)")
+    ap.add_argument("--time", type=int, default=240, help="seconds of locust load (swaps happen inside it)")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "reranker-bench-latency")
     ap.add_argument("--out", type=Path, default=RESULTS / "hotswap.json")
     args = ap.parse_args(argv)
