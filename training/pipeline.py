@@ -130,6 +130,20 @@ def _heldout(examples: list[Example], spec: DataSpec, cfg: TrainConfig, corpus: 
     return train, queries, qrels, cands
 
 
+def base_ms_per_pair(registry: Registry, cfg: TrainConfig) -> float | None:
+    """The served base model's ms/pair, measured now, under the same machine load as the candidate."""
+    if cfg.max_ms_ratio_to_base is None:
+        return None
+    from exporters.base_model import ensure_base
+    from exporters.checks import ms_per_pair
+    from serving.runtime import OnnxReranker
+    from state.settings import get_settings
+
+    s = get_settings()
+    base = ensure_base(registry, s.base_model, cfg.max_length, s.intra_op_threads)
+    return ms_per_pair(OnnxReranker(base, threads=1, max_length=cfg.max_length))
+
+
 def run(domain: str, spec: DataSpec, cfg: TrainConfig, registry: Registry, *, activate: bool = False,
         reporter: Reporter | None = None, db_url: str | None = None) -> dict[str, Any]:
     rep = reporter or Reporter()
@@ -190,7 +204,7 @@ def run(domain: str, spec: DataSpec, cfg: TrainConfig, registry: Registry, *, ac
                                          extra={"trained_from": {"base_model": cfg.base_model, "sources": stats,
                                                                  "config": cfg.to_dict()},
                                                 "evaluation": metrics})
-                all_gates = [quality] + G.export_gates(manifest, cfg)
+                all_gates = [quality] + G.export_gates(manifest, cfg, base_ms_per_pair(registry, cfg))
             except ExportError as e:
                 all_gates = [quality, G.gate("parity", None, 0.98, ">=", False) | {"error": str(e)}]
         rep.stage("gates")
