@@ -1,7 +1,9 @@
 """The one common form every training source is turned into."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 
 class SourceError(ValueError):
@@ -28,3 +30,21 @@ def require_text(value: object, what: str, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise SourceError(f"{where}: {what} must be a non-empty string, got {value!r}")
     return value
+
+
+def iter_jsonl(path: Path):
+    """(line number, object) for each non-blank line; a bad line is a SourceError naming file:line."""
+    if not path.is_file():
+        raise SourceError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SourceError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise SourceError(f"{path}:{n}: expected a JSON object")
+            yield n, row
+

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.examples import Example, SourceError, require_text
+from training.examples import Example, SourceError, iter_jsonl, require_text
 
 
 @dataclass
@@ -17,28 +16,10 @@ class BeirData:
     qrels: dict[str, dict[str, int]]  # query id -> doc id -> relevance
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    if not path.is_file():
-        raise SourceError(f"{path}: file not found")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SourceError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise SourceError(f"{path}:{n}: expected a JSON object")
-            rows.append((n, row))
-    return rows
-
-
 def load_beir(directory: str | Path, split: str = "train") -> BeirData:
     d = Path(directory)
     corpus: dict[str, str] = {}
-    for n, row in _read_jsonl(d / "corpus.jsonl"):
+    for n, row in iter_jsonl(d / "corpus.jsonl"):
         if "_id" not in row:
             raise SourceError(f"{d / 'corpus.jsonl'}:{n}: missing _id")
         text = row.get("text") or ""
@@ -47,7 +28,7 @@ def load_beir(directory: str | Path, split: str = "train") -> BeirData:
             raise SourceError(f"{d / 'corpus.jsonl'}:{n}: title/text must be strings, not both empty")
         corpus[str(row["_id"])] = f"{title} {text}".strip()
     queries: dict[str, str] = {}
-    for n, row in _read_jsonl(d / "queries.jsonl"):
+    for n, row in iter_jsonl(d / "queries.jsonl"):
         if "_id" not in row:
             raise SourceError(f"{d / 'queries.jsonl'}:{n}: missing _id")
         queries[str(row["_id"])] = require_text(row.get("text"), "text", f"{d / 'queries.jsonl'}:{n}")

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from pathlib import Path
 
-from training.examples import Example, SourceError, require_text
+from training.examples import Example, SourceError, iter_jsonl, require_text
 
 FIELDS = ("query", "document", "relevance")
 
@@ -31,17 +30,7 @@ def _rows(path: Path):
             for row in reader:
                 yield reader.line_num, row
         return
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SourceError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise SourceError(f"{path}:{n}: expected a JSON object")
-            yield n, row
+    yield from iter_jsonl(path)
 
 
 def load_labels(path: str | Path) -> tuple[list[Example], dict]:

@@ -8,11 +8,10 @@ retrieved contexts are negatives.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 
-from training.examples import Example, SourceError, require_text
+from training.examples import Example, SourceError, iter_jsonl, require_text
 
 TOKEN = re.compile(r"\w+", re.UNICODE)
 # Overlap rule: a context supports the reference when it contains at least this share of the
@@ -38,38 +37,27 @@ def _pick(row: dict, *names: str) -> object:
 
 def load_ragas(path: str | Path, min_overlap: float = MIN_OVERLAP) -> tuple[list[Example], dict]:
     path = Path(path)
-    if not path.is_file():
-        raise SourceError(f"{path}: file not found")
     out: list[Example] = []
     rows = 0
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
+    for n, row in iter_jsonl(path):
+        where = f"{path}:{n}"
+        query = require_text(_pick(row, "user_input", "question"), "user_input/question", where)
+        contexts = _pick(row, "retrieved_contexts", "contexts")
+        if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
+            raise SourceError(f"{where}: retrieved_contexts/contexts must be a list of strings")
+        reference = _pick(row, "reference", "ground_truth")
+        ref_ctx = row.get("reference_contexts")
+        if ref_ctx is not None and (not isinstance(ref_ctx, list) or not all(isinstance(c, str) for c in ref_ctx)):
+            raise SourceError(f"{where}: reference_contexts must be a list of strings")
+        if ref_ctx is None and not isinstance(reference, str):
+            raise SourceError(f"{where}: needs reference/ground_truth or reference_contexts to label contexts")
+        qid = "ragas-" + hashlib.sha256(query.encode()).hexdigest()[:16]
+        gold = {c.strip() for c in ref_ctx} if ref_ctx is not None else set()
+        for c in contexts:
+            if not c.strip():
                 continue
-            where = f"{path}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SourceError(f"{where}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise SourceError(f"{where}: expected a JSON object")
-            query = require_text(_pick(row, "user_input", "question"), "user_input/question", where)
-            contexts = _pick(row, "retrieved_contexts", "contexts")
-            if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
-                raise SourceError(f"{where}: retrieved_contexts/contexts must be a list of strings")
-            reference = _pick(row, "reference", "ground_truth")
-            ref_ctx = row.get("reference_contexts")
-            if ref_ctx is not None and (not isinstance(ref_ctx, list) or not all(isinstance(c, str) for c in ref_ctx)):
-                raise SourceError(f"{where}: reference_contexts must be a list of strings")
-            if ref_ctx is None and not isinstance(reference, str):
-                raise SourceError(f"{where}: needs reference/ground_truth or reference_contexts to label contexts")
-            qid = "ragas-" + hashlib.sha256(query.encode()).hexdigest()[:16]
-            gold = {c.strip() for c in ref_ctx} if ref_ctx is not None else set()
-            for c in contexts:
-                if not c.strip():
-                    continue
-                pos = c.strip() in gold if ref_ctx is not None else supports(c, reference, min_overlap)
-                out.append(Example(qid, query, c, 1.0 if pos else 0.0, "ragas"))
-            rows += 1
+            pos = c.strip() in gold if ref_ctx is not None else supports(c, reference, min_overlap)
+            out.append(Example(qid, query, c, 1.0 if pos else 0.0, "ragas"))
+        rows += 1
     pos = sum(1 for e in out if e.label > 0)
     return out, {"rows": rows, "pairs": len(out), "positives": pos, "negatives": len(out) - pos}
