@@ -8,7 +8,6 @@ promote call to the first response served by the new version (target <= 2 s).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -19,6 +18,7 @@ import httpx
 
 from benchmarks import service as svc
 from benchmarks.load import prepare_domains, read_stats, run_locust
+from benchmarks.results_io import save
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -85,10 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{len(swaps)} swaps under load: {result['failed_requests']} failed of {result['requests']} requests;"
           f" promote -> first new response median {result['promote_to_first_new_response_s']['median']}"
           f" max {result['promote_to_first_new_response_s']['max']} s")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
-    return result
+    return save(args.out, result)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmarks.results_io import save
+
 RESULTS = Path(__file__).parent / "results"
 SCIFACT = Path(os.environ.get("SCIFACT_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"))
 QUERY = "what is the effect of this treatment on patients"
@@ -192,10 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
         if requests:
             result["scifact"].append(scifact(ce, rt, requests, threads, args.rounds))
     result["machine"]["loadavg_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
-    return result
+    return save(args.out, result)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import service as svc
+from benchmarks.results_io import save
 
 RESULTS = Path(__file__).parent / "results"
 LOCUSTFILE = Path(__file__).parent / "locustfile.py"
@@ -78,10 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"rerank: {stats.get('/rerank', {}).get('rps', 0):.2f} rps, p50 {stats.get('/rerank', {}).get('p50_ms')}"
           f" p95 {stats.get('/rerank', {}).get('p95_ms')} p99 {stats.get('/rerank', {}).get('p99_ms')} ms;"
           f" failures {agg.get('failures')}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
-    return result
+    return save(args.out, result)
 
 
 if __name__ == "__main__":

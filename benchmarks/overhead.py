@@ -7,7 +7,6 @@ Both sides score the same version directory with the service's thread count; req
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks import service as svc
+from benchmarks.results_io import save
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -66,10 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{name}: in-process {c['in_process_ms']:.1f} ms, HTTP + Serve {c['http_ms']:.1f} ms,"
                   f" added {c['added_ms']:.1f} ms (medians of {args.rounds})", flush=True)
     result["loadavg_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
-    return result
+    return save(args.out, result)
 
 
 if __name__ == "__main__":
