@@ -18,9 +18,8 @@ import httpx
 
 from benchmarks import service as svc
 from benchmarks.load import prepare_domains, read_stats, run_locust
-from benchmarks.results_io import save
+from benchmarks.results_io import RESULTS, save
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def first_new_response(url: str, domain: str, model_id: str, user: str, timeout_s: float) -> float | None:

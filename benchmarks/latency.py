@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.results_io import save
+from benchmarks.results_io import RESULTS, save
 
-RESULTS = Path(__file__).parent / "results"
 SCIFACT = Path(os.environ.get("SCIFACT_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"))
 QUERY = "what is the effect of this treatment on patients"
 SENTENCE = "protein expression increases cell growth in tissue samples"  # ~10 tokens

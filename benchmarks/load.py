@@ -18,9 +18,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import service as svc
-from benchmarks.results_io import save
+from benchmarks.results_io import RESULTS, save
 
-RESULTS = Path(__file__).parent / "results"
 LOCUSTFILE = Path(__file__).parent / "locustfile.py"
 
 

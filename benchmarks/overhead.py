@@ -16,9 +16,8 @@ from pathlib import Path
 import httpx
 
 from benchmarks import service as svc
-from benchmarks.results_io import save
+from benchmarks.results_io import RESULTS, save
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def main(argv: list[str] | None = None) -> dict:
