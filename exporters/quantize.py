@@ -12,8 +12,10 @@ log = logging.getLogger(__name__)
 
 # Quantization recipes, tried in order until parity passes. "full" is fastest; "keep-head-fp32" keeps
 # the embeddings, the last encoder layer and the scoring head in fp32: the usual remedy when a lightly
-# trained cross-encoder's narrow logit range drowns in int8 noise.
-RECIPES = ("full", "keep-head-fp32")
+# trained cross-encoder's narrow logit range drowns in int8 noise. "ffn-only" quantizes just the
+# feed-forward MatMuls (2/3 of the weights): on a fine-tuned MiniLM bi-encoder whose full-int8 export
+# lost 2.4% NDCG@10 on dev, the base's sample gave Spearman 0.998 (full: 0.996) at ~1.2x the ms/pair.
+RECIPES = ("full", "keep-head-fp32", "ffn-only")
 
 
 def fuse(src: Path, dst: Path, model_type: str = "bert") -> bool:
@@ -35,8 +37,12 @@ def fuse(src: Path, dst: Path, model_type: str = "bert") -> bool:
         return False
 
 
+def _node_names(path: Path) -> list[str]:
+    return [n.name for n in onnx.load(str(path), load_external_data=False).graph.node]
+
+
 def _head_nodes(path: Path) -> list[str]:
-    names = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node]
+    names = _node_names(path)
     layers = [int(m.group(1)) for n in names if (m := re.search(r"layer\.(\d+)/", n))]
     last = f"layer.{max(layers)}/" if layers else "\0"
     # everything outside the encoder stack (pooler, classifier, ST Dense heads) plus its last layer
@@ -49,6 +55,10 @@ def quantize_int8(src: Path, dst: Path, recipe: str = "full") -> None:
     kwargs: dict = {}
     if recipe == "keep-head-fp32":
         kwargs = {"op_types_to_quantize": ["MatMul", "Attention"], "nodes_to_exclude": _head_nodes(src)}
+    elif recipe == "ffn-only":
+        names = _node_names(src)
+        ffn = {n for n in names if re.search(r"layer\.\d+/(intermediate|output)/dense", n)}
+        kwargs = {"op_types_to_quantize": ["MatMul"], "nodes_to_exclude": [n for n in names if n not in ffn]}
     elif recipe != "full":
         raise ValueError(f"unknown quantization recipe {recipe!r}")
     quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
