@@ -18,6 +18,7 @@ ADMIN_TOKEN = "test-admin-token"
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 if not SCIFACT.is_dir():  # CI clones next to shared/ as well; allow an override
     SCIFACT = Path(os.environ.get("SCIFACT_DIR", "/work/shared/data/scifact"))
+os.environ.setdefault("SCIFACT_DIR", str(SCIFACT))  # benchmarks read it too
 
 
 def free_port() -> int:
