@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -11,7 +10,8 @@ from state.registry import Registry
 from training.config import TrainConfig
 from training.pipeline import DataSpec, GateFailed, run
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
+from tests.conftest import SCIFACT
+
 pytestmark = pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/data/scifact")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
