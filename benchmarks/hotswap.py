@@ -21,7 +21,6 @@ from benchmarks.load import prepare_domains, read_stats, run_locust
 from benchmarks.results_io import RESULTS, save
 
 
-
 def first_new_response(url: str, domain: str, model_id: str, user: str, timeout_s: float) -> float | None:
     """Seconds until a probe request (domain arm) is answered by model_id; None if not within timeout_s."""
     t0 = time.perf_counter()
@@ -39,6 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--url", help="a running service on 127.0.0.1; default: start one")
     ap.add_argument("--port", type=int, default=8123)
     ap.add_argument("--domain", default="scifact")
+    ap.add_argument("--base-domain", default="legal", help="a second domain under load that stays on the base")
     ap.add_argument("--swaps", type=int, default=10)
     ap.add_argument("--users", type=int, default=4)
     ap.add_argument("--time", type=int, default=240, help="seconds of locust load (swaps happen inside it)")
@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks.latency import ensure_models
 
     _, version_dir = ensure_models(args.cache)
-    domains = [args.domain, "legal"]
+    domains = [args.domain, args.base_domain]
     swaps = []
     with svc.service(args.url, args.port) as url:
-        prepare_domains(url, domains, version_dir)  # args.domain gets an active version, legal stays base
+        prepare_domains(url, domains, version_dir)  # args.domain gets an active version, the other stays base
         user = svc.domain_user(args.domain)
         prefix = Path(tempfile.mkdtemp(prefix="locust-")) / "hotswap"
         proc = run_locust(url, args.users, args.time, prefix, {"BENCH_DOMAINS": ",".join(domains)})

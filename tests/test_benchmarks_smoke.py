@@ -1,16 +1,25 @@
-"""The latency benchmark still runs end to end at tiny sizes. No timing assertions: only shape and sign."""
+"""The benchmark scripts still run end to end at tiny sizes. No timing assertions: only shape, counts and
+correctness (no failed request, the swapped-in version is the one answering)."""
 from __future__ import annotations
 
 import json
 
-from benchmarks import latency
+import pytest
+
+from benchmarks import hotswap, latency, load, overhead
 
 
-def test_latency_script_writes_every_cell(tmp_path):
+@pytest.fixture(scope="module")
+def bench_cache(tmp_path_factory):
+    """One cross-encoder + ONNX export shared by every benchmark here (latency.ensure_models builds it)."""
+    return tmp_path_factory.mktemp("bench-cache")
+
+
+def test_latency_script_writes_every_cell(tmp_path, bench_cache):
     out = tmp_path / "latency.json"
     latency.main(["--tokens", "32,64", "--batches", "1,2", "--threads", "1", "--rounds", "1",
                   "--scifact-queries", "1", "--scifact-passages", "3",
-                  "--cache", str(tmp_path / "cache"), "--out", str(out)])
+                  "--cache", str(bench_cache), "--out", str(out)])
     data = json.loads(out.read_text())
     cells = {(c["tokens"], c["batch"], c["threads"]) for c in data["cells"]}
     assert cells == {(t, b, 1) for t in (32, 64) for b in (1, 2)}
@@ -19,3 +28,36 @@ def test_latency_script_writes_every_cell(tmp_path):
             assert c[key] > 0, (key, c)
     assert data["scifact"][0]["pairs"] == 3
     assert data["onnx_manifest"]["parity"]["passed"]
+
+
+def test_load_script_against_the_running_service(service, bench_cache, tmp_path):
+    # with --url the service is used as it is: these domains have no model, so the base answers
+    out = tmp_path / "load.json"
+    load.main(["--url", service.url, "--users", "1", "--time", "8", "--domains", "bench-load,bench-load-base",
+               "--cache", str(bench_cache), "--out", str(out)])
+    data = json.loads(out.read_text())
+    rerank = data["stats"]["/rerank"]
+    assert rerank["requests"] >= 1 and rerank["failures"] == 0
+    assert data["stats"]["Aggregated"]["failures"] == 0
+
+
+def test_hotswap_script_swaps_under_load(service, bench_cache, tmp_path):
+    out = tmp_path / "hotswap.json"
+    hotswap.main(["--url", service.url, "--domain", "bench-swap", "--base-domain", "bench-swap-base",
+                  "--swaps", "1", "--users", "1", "--time", "45", "--cache", str(bench_cache), "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert len(data["swaps"]) == 1 and data["never_seen"] == 0
+    assert data["failed_requests"] == 0 and data["requests"] >= 1
+    # the swapped-in version is now the domain's active one
+    assert service.registry.active_version("bench-swap") == data["swaps"][0]["version"]
+
+
+def test_overhead_script_compares_http_with_in_process(service, bench_cache, tmp_path):
+    out = tmp_path / "overhead.json"
+    overhead.main(["--url", service.url, "--domain", "bench-overhead", "--rounds", "1",
+                   "--cache", str(bench_cache), "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert set(data["cases"]) == {"1 passage", "20 passages"}
+    for c in data["cases"].values():
+        assert c["in_process_ms"] > 0 and c["http_ms"] > 0
+        assert c["added_ms"] == pytest.approx(c["http_ms"] - c["in_process_ms"])

@@ -44,13 +44,16 @@ def test_cross_encoder_as_base_model(cross_encoder_dir, tmp_path):
     assert man["parity"]["passed"] and man["parity"]["spearman"] >= 0.98
     assert {"model.onnx", "tokenizer.json", "config.json", "manifest.json"} <= {p.name for p in vdir.iterdir()}
     assert ensure_base(Registry(settings.registry_root), settings.base_model) == vdir  # built once
-    pairs = load_sample_pairs()[:12]
-    ce = CrossEncoder(str(cross_encoder_dir), device="cpu")
+    pairs = load_sample_pairs()
+    # The pool truncates at settings.max_length, so compare with ST at that length (SciFact abstracts are
+    # longer). The random head spreads scores over only ~0.01, so a few int8 ties flip ranks on a handful
+    # of pairs: hence all 64 pairs and a looser bar than the exporter's own 0.98 gate (asserted above).
+    ce = CrossEncoder(str(cross_encoder_dir), device="cpu", max_length=settings.max_length)
     reference = ce.predict([(p.query, p.passage) for p in pairs])  # sigmoid applied by ST
     pool = PoolCore(settings, str(vdir))
     got = np.array([pool.base.score(p.query, [p.passage]).scores[0] for p in pairs])
-    assert np.max(np.abs(reference - got)) < 0.05  # same 0..1 scale: sigmoid applied by the runtime
-    assert spearmanr(reference, got).statistic >= 0.9
+    assert np.max(np.abs(reference - got)) < 0.01  # same 0..1 scale: sigmoid applied by the runtime
+    assert spearmanr(reference, got).statistic >= 0.95
 
 
 def test_truncated_documents_are_counted(base_version):
