@@ -1,8 +1,10 @@
 """`reranker train` and `reranker evaluate`: fine-tune a domain model, compare it with bm25 and the base."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -76,9 +78,12 @@ def train(domain: str = typer.Option(..., help="domain id"),
     cfg = TrainConfig.from_dict({"base_model": settings.base_model, **json.loads(config or "{}"),
                                  **({"max_queries": max_queries} if max_queries else {})})
     bars = _Bars(not as_json)
+    # --json promises one JSON object on stdout; the HF trainer prints its loss logs there (tqdm.write)
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     try:
-        out = run(domain, DataSpec(beir=str(beir), beir_split=split), cfg, Registry(settings.registry_root),
-                  activate=activate, reporter=bars)
+        with quiet:
+            out = run(domain, DataSpec(beir=str(beir), beir_split=split), cfg, Registry(settings.registry_root),
+                      activate=activate, reporter=bars)
     except GateFailed as e:
         bars.close()
         if as_json:

@@ -1,6 +1,7 @@
 """End to end on a small slice of SciFact train: real training, real export, real registry."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from serving.runtime import OnnxReranker
 from state.registry import Registry
 from training.config import TrainConfig
-from training.pipeline import DataSpec, GateFailed, run
+from training.pipeline import DataSpec, run
 
 from tests.conftest import SCIFACT
 
@@ -59,12 +60,21 @@ def test_default_recipe_trains_exports_and_publishes(tmp_path):
     assert not list((tmp_path / "models" / "scifact" / ".staging").iterdir())
 
 
-def test_gate_that_cannot_pass_publishes_nothing_and_names_the_gate(tmp_path):
+def test_gate_that_cannot_pass_publishes_nothing_and_names_the_gate(tmp_path, monkeypatch):
+    """Through `reranker train --json`: exit 2, one JSON object on stdout naming the failed gate."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    monkeypatch.setenv("RERANKER_HOME", str(tmp_path))
+    cfg = {**TINY, "max_queries": 8, "min_gain": 5.0}  # NDCG can never gain 5
+    res = CliRunner().invoke(app, ["train", "--domain", "scifact", "--beir", str(SCIFACT), "--json",
+                                   "--config", json.dumps(cfg)])
+    assert res.exit_code == 2, res.output
+    out = json.loads(res.stdout)  # the trainer's own log lines must not reach stdout
+    assert out["published"] is False and "gate quality failed" in out["error"]
+    assert [g["gate"] for g in out["gates"] if not g["passed"]] == ["quality"]
     reg = Registry(tmp_path / "models")
-    cfg = TrainConfig(min_gain=5.0, **{**TINY, "max_queries": 8})  # NDCG can never gain 5
-    with pytest.raises(GateFailed, match=r"gate quality failed") as err:
-        run("scifact", DataSpec(beir=str(SCIFACT)), cfg, reg)
-    assert [g["gate"] for g in err.value.gates if not g["passed"]] == ["quality"]
     assert not reg.exists("scifact") or not reg.config("scifact")["versions"]
     staging = tmp_path / "models" / "scifact" / ".staging"
     assert not staging.exists() or not list(staging.iterdir())

@@ -22,7 +22,7 @@ def cli(args: list[str], env: dict[str, str]) -> dict:
                          stdout=subprocess.PIPE)
     if out.returncode not in (0, 2):
         raise SystemExit(f"reranker {' '.join(args)} failed with {out.returncode}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout)
 
 
 def plot(result: dict, path: Path) -> None:
