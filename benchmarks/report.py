@@ -17,17 +17,24 @@ def _load(name: str) -> dict | None:
 
 def latency(d: dict) -> list[str]:
     m = d["machine"]
+    ov = any("openvino_wall_ms_per_pair" in c for c in d["cells"])
     out = [f"Latency, ms per (query, passage) pair, medians of {d['rounds']} interleaved runs "
            f"({m['cpu']}, {m['cores']} cores, {'/'.join(m['isa'])}; load avg {m['loadavg_start'][0]:.1f} at start):", "",
-           "| tokens | batch | threads | torch fp32 (wall) | ours int8 (wall) | ratio wall | ratio CPU |",
-           "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for c in d["cells"]:
-        out.append(f"| {c['tokens']} | {c['batch']} | {c['threads']} | {c['torch_wall_ms_per_pair']:.1f} | "
-                   f"{c['onnx_wall_ms_per_pair']:.1f} | {c['ratio_wall']:.2f} | {c['ratio_cpu']:.2f} |")
-    for s in d["scifact"]:
-        out.append(f"| SciFact natural (mean {s['mean_tokens']:.0f}) | {s['batch']} | {s['threads']} | "
-                   f"{s['torch_wall_ms_per_pair']:.1f} | {s['onnx_wall_ms_per_pair']:.1f} | {s['ratio_wall']:.2f} | "
-                   f"{s['ratio_cpu']:.2f} |")
+           "| tokens | batch | threads | torch fp32 | onnxruntime int8 | ratio |"
+           + (" OpenVINO int8 | ratio |" if ov else ""),
+           "| ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if ov else "")]
+
+    def row(label: str, c: dict) -> str:
+        r = (f"| {label} | {c['batch']} | {c['threads']} | {c['torch_wall_ms_per_pair']:.1f} | "
+             f"{c['onnx_wall_ms_per_pair']:.1f} | {c['ratio_wall']:.2f} |")
+        if ov:
+            r += (f" {c['openvino_wall_ms_per_pair']:.1f} | {c['ratio_wall_openvino']:.2f} |"
+                  if "openvino_wall_ms_per_pair" in c else " - | - |")
+        return r
+
+    out += [row(str(c["tokens"]), c) for c in d["cells"]]
+    out += [row(f"SciFact natural (mean {s['mean_tokens']:.0f})", s) for s in d["scifact"]]
+    out += ["", "Wall-clock medians; `ratio` = torch / engine. CPU-time ratios are in results/latency.json."]
     return out
 
 

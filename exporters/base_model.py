@@ -14,14 +14,15 @@ from state.registry import Registry
 log = logging.getLogger(__name__)
 
 
-def base_slug(name: str, max_length: int) -> str:
-    """A directory name for (model, max_length) that cannot collide with a domain id."""
+def base_slug(name: str, max_length: int, openvino: bool = False) -> str:
+    """A directory name for (model, max_length, engine) that cannot collide with a domain id."""
     clean = re.sub(r"[^a-zA-Z0-9_.-]+", "_", name)[-48:]
-    return f"{clean}-{max_length}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return f"{clean}-{max_length}{'-ov' if openvino else ''}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
-def ensure_base(registry: Registry, name: str, max_length: int = 256, threads: int = 1) -> Path:
-    target = registry.base_dir(base_slug(name, max_length))
+def ensure_base(registry: Registry, name: str, max_length: int = 256, threads: int = 1,
+                openvino: bool = False) -> Path:
+    target = registry.base_dir(base_slug(name, max_length, openvino))
     if (target / "manifest.json").is_file():
         return target
     log.info("building base model %s into %s (first start only)", name, target)
@@ -29,7 +30,7 @@ def ensure_base(registry: Registry, name: str, max_length: int = 256, threads: i
     tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        build_version(name, tmp, max_length=max_length, threads=threads,
+        build_version(name, tmp, max_length=max_length, threads=threads, openvino=openvino,
                       extra={"domain": None, "version": "base", "model_id": "base"})
         try:
             os.rename(tmp, target)
@@ -46,4 +47,5 @@ if __name__ == "__main__":
 
     s = get_settings()
     logging.basicConfig(level=logging.INFO, stream=__import__("sys").stderr)
-    print(ensure_base(Registry(s.registry_root), s.base_model, s.max_length, s.intra_op_threads))
+    print(ensure_base(Registry(s.registry_root), s.base_model, s.max_length, s.intra_op_threads,
+                      openvino=s.engine == "openvino"))

@@ -89,7 +89,7 @@ def ms_per_pair(runtime: OnnxReranker, tokens: int = 256, batch: int = 16, repea
     query = "what is the effect of this treatment on patients"
     # ~10 tokens per repeat of the sentence: enough words to fill `tokens` after truncation.
     passage = " ".join(["protein expression increases cell growth in tissue samples"] * (tokens // 8 + 1))
-    threads = max(1, runtime.session.get_session_options().intra_op_num_threads)
+    threads = max(1, runtime.threads)
     now = time.process_time if clock == "cpu" else time.perf_counter
     scale = 1.0 / threads if clock == "cpu" else 1.0
     saved = runtime.max_length

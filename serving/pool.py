@@ -36,7 +36,7 @@ class PoolCore:
     def _open(self, version_dir: Any) -> OnnxReranker:
         s = self.settings
         return OnnxReranker(version_dir, threads=s.intra_op_threads, max_length=s.max_length,
-                            batch_size=s.batch_size)
+                            batch_size=s.batch_size, engine=s.engine)
 
     def load(self, model_id: str) -> OnnxReranker:
         domain, version = split_model_id(model_id)

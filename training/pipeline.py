@@ -17,6 +17,7 @@ from exporters.build import ExportError, build_version
 from exporters.checks import Pair
 from exporters.source import load, resolve
 from state.registry import Registry
+from state.settings import get_settings
 from training import gates as G
 from training.bm25 import BM25Index
 from training.config import TrainConfig
@@ -137,7 +138,6 @@ def base_ms_per_pair(registry: Registry, cfg: TrainConfig) -> float | None:
     from exporters.base_model import ensure_base
     from exporters.checks import ms_per_pair
     from serving.runtime import OnnxReranker
-    from state.settings import get_settings
 
     s = get_settings()
     base = ensure_base(registry, s.base_model, cfg.max_length, s.intra_op_threads)
@@ -200,6 +200,7 @@ def run(domain: str, spec: DataSpec, cfg: TrainConfig, registry: Registry, *, ac
                      for q in list(queries)[:60] for d in list(cands[q])[:10]]
             try:
                 manifest = build_version(tmp, staged, max_length=cfg.max_length, pairs=pairs,
+                                         openvino=get_settings().engine == "openvino",
                                          progress=lambda s, d, t: rep.progress(d, t),
                                          extra={"trained_from": {"base_model": cfg.base_model, "sources": stats,
                                                                  "config": cfg.to_dict()},

@@ -13,6 +13,7 @@ from serving.runtime import OnnxReranker
 from serving.upload import UnsafeArchive, extract_version_archive
 from state.ids import validate_domain
 from state.registry import Registry
+from state.settings import get_settings
 
 router = APIRouter(prefix="/v1/domains", tags=["models"])
 
@@ -22,8 +23,9 @@ def _registry(request: Request) -> Registry:
 
 
 def load_check(version_dir: Path) -> None:
-    """A version must load and score before it can serve (raises on any problem)."""
-    OnnxReranker(version_dir, threads=1).score("check", ["check"])
+    """A version must load and score with the engine the pool will serve it with before it can serve
+    (raises on any problem; the other engine's files are still covered by the sha256 check)."""
+    OnnxReranker(version_dir, threads=1, engine=get_settings().engine).score("check", ["check"])
 
 
 def _changed(request: Request, domain: str) -> None:
