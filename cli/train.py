@@ -130,10 +130,11 @@ def evaluate(domain: str = typer.Option(..., help="domain id (its active model i
     bars = _Bars(not as_json)
     bars.stage("bm25")
     cands = BM25Index(data.corpus).search(queries, k)
-    base_dir = ensure_base(registry, settings.base_model, settings.max_length)
+    # scored as served: same engine and max length as the pool
+    base_dir = ensure_base(registry, settings.base_model, settings.max_length, openvino=settings.engine == "openvino")
     threads = max(1, min(2, os.cpu_count() or 1))
-    systems = {"bm25": None, "base": onnx_scorer(str(base_dir), threads),
-               "domain": onnx_scorer(str(registry.version_dir(domain, active)), threads)}
+    systems = {"bm25": None, "base": onnx_scorer(str(base_dir), threads, settings.engine),
+               "domain": onnx_scorer(str(registry.version_dir(domain, active)), threads, settings.engine)}
 
     def progress(name: str, done: int, total: int) -> None:
         if bars.name != name:
@@ -144,7 +145,8 @@ def evaluate(domain: str = typer.Option(..., help="domain id (its active model i
     bars.close()
     res["domain"] = {"model": f"{domain}@{active}", **res["domain"]}
     res["base"] = {"model": settings.base_model, **res["base"]}
-    out = {"dataset": data.name, "split": split, "queries": len(queries), "k": k, "systems": res}
+    out = {"dataset": data.name, "split": split, "queries": len(queries), "k": k, "engine": settings.engine,
+           "systems": res}
     if as_json:
         typer.echo(json.dumps(out))
     else:

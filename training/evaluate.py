@@ -29,10 +29,10 @@ def torch_scorer(model: object, kind: str, batch_size: int = 32) -> Scorer:
     return score_bi
 
 
-def onnx_scorer(version_dir: str, threads: int = 1) -> Scorer:
+def onnx_scorer(version_dir: str, threads: int = 1, engine: str = "onnxruntime") -> Scorer:
     from serving.runtime import OnnxReranker
 
-    runtime = OnnxReranker(version_dir, threads=threads)
+    runtime = OnnxReranker(version_dir, threads=threads, engine=engine)  # type: ignore[arg-type]
     return lambda q, docs: runtime.score(q, docs).scores
 
 

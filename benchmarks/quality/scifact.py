@@ -58,7 +58,9 @@ def main() -> None:
     train = cli(["train", "--domain", "scifact", "--beir", a.beir, "--split", "train", "--activate", "--json",
                  "--config", a.config], env)
     train_s = time.time() - t0
-    result = {"dataset": "scifact", "machine": f"{os.cpu_count()} CPU cores, shared", "train": train,
+    from benchmarks.latency import machine
+
+    result = {"dataset": "scifact", "machine": machine(), "train": train,
               "train_wall_seconds": round(train_s, 1)}
     if train.get("published"):
         result["test"] = cli(["evaluate", "--domain", "scifact", "--beir", a.beir, "--split", "test",
