@@ -58,6 +58,12 @@ def _print_table(systems: dict[str, dict[str, Any]]) -> None:
     Console(stderr=False).print(table)
 
 
+def _json_stdout(as_json: bool) -> contextlib.AbstractContextManager:
+    """--json promises one JSON object on stdout, but libraries print there: the HF trainer its loss
+    logs (tqdm.write), NNCF its progress bars (exporting the OpenVINO model). Send them to stderr."""
+    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+
+
 def train(domain: str = typer.Option(..., help="domain id"),
           beir: Path = typer.Option(..., exists=True, file_okay=False, help="BEIR directory"),
           split: str = typer.Option("train", help="qrels split to train on"),
@@ -78,10 +84,8 @@ def train(domain: str = typer.Option(..., help="domain id"),
     cfg = TrainConfig.from_dict({"base_model": settings.base_model, **json.loads(config or "{}"),
                                  **({"max_queries": max_queries} if max_queries else {})})
     bars = _Bars(not as_json)
-    # --json promises one JSON object on stdout; the HF trainer prints its loss logs there (tqdm.write)
-    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     try:
-        with quiet:
+        with _json_stdout(as_json):
             out = run(domain, DataSpec(beir=str(beir), beir_split=split), cfg, Registry(settings.registry_root),
                       activate=activate, reporter=bars)
     except GateFailed as e:
@@ -128,20 +132,22 @@ def evaluate(domain: str = typer.Option(..., help="domain id (its active model i
     queries = {q: data.queries[q] for q in qids}
     qrels = {q: data.qrels[q] for q in qids}
     bars = _Bars(not as_json)
-    bars.stage("bm25")
-    cands = BM25Index(data.corpus).search(queries, k)
-    # scored as served: same engine and max length as the pool
-    base_dir = ensure_base(registry, settings.base_model, settings.max_length, openvino=settings.engine == "openvino")
-    threads = max(1, min(2, os.cpu_count() or 1))
-    systems = {"bm25": None, "base": onnx_scorer(str(base_dir), threads, settings.engine),
-               "domain": onnx_scorer(str(registry.version_dir(domain, active)), threads, settings.engine)}
 
     def progress(name: str, done: int, total: int) -> None:
         if bars.name != name:
             bars.stage(name)
         bars.progress(done, total)
 
-    res = evaluate_systems(systems, queries, qrels, cands, data.corpus, k, progress=progress)
+    with _json_stdout(as_json):
+        bars.stage("bm25")
+        cands = BM25Index(data.corpus).search(queries, k)
+        # scored as served: same engine and max length as the pool
+        base_dir = ensure_base(registry, settings.base_model, settings.max_length,
+                               openvino=settings.engine == "openvino")
+        threads = max(1, min(2, os.cpu_count() or 1))
+        systems = {"bm25": None, "base": onnx_scorer(str(base_dir), threads, settings.engine),
+                   "domain": onnx_scorer(str(registry.version_dir(domain, active)), threads, settings.engine)}
+        res = evaluate_systems(systems, queries, qrels, cands, data.corpus, k, progress=progress)
     bars.close()
     res["domain"] = {"model": f"{domain}@{active}", **res["domain"]}
     res["base"] = {"model": settings.base_model, **res["base"]}
