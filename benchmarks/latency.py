@@ -76,7 +76,7 @@ ENGINES = ("onnx", "openvino")  # result keys for the runtime's engines "onnxrun
 
 
 def ratios(cell: dict) -> dict:
-    """torch / engine per clock; `ratio_wall`/`ratio_cpu` are onnxruntime's (the default engine)."""
+    """torch / engine per clock; `ratio_wall`/`ratio_cpu` (no suffix, the older name) are onnxruntime's."""
     out = {}
     for eng in ENGINES:
         if f"{eng}_wall_ms_per_pair" in cell:
