@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
                     try:
                         version, _ = export_and_publish(reg, domain, str(model_dir), activate=activate,
                                                         max_length=s.max_length, threads=s.intra_op_threads,
-                                                        openvino=s.engine == "openvino", progress=progress)
+                                                        openvino=s.builds_openvino, progress=progress)
                     except ExportError as e:
                         _fail(f"not published: {e}")
         except RegistryError as e:
@@ -113,4 +113,4 @@ def register(app: typer.Typer) -> None:
 
         s = get_settings()
         typer.echo(ensure_base(_registry(), s.base_model, s.max_length, s.intra_op_threads,
-                               openvino=s.engine == "openvino"))
+                               openvino=s.builds_openvino))

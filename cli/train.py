@@ -143,7 +143,7 @@ def evaluate(domain: str = typer.Option(..., help="domain id (its active model i
         cands = BM25Index(data.corpus).search(queries, k)
         # scored as served: same engine and max length as the pool
         base_dir = ensure_base(registry, settings.base_model, settings.max_length,
-                               openvino=settings.engine == "openvino")
+                               openvino=settings.builds_openvino)
         threads = max(1, min(2, os.cpu_count() or 1))
         systems = {"bm25": None, "base": onnx_scorer(str(base_dir), threads, settings.engine),
                    "domain": onnx_scorer(str(registry.version_dir(domain, active)), threads, settings.engine)}

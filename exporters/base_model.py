@@ -48,4 +48,4 @@ if __name__ == "__main__":
     s = get_settings()
     logging.basicConfig(level=logging.INFO, stream=__import__("sys").stderr)
     print(ensure_base(Registry(s.registry_root), s.base_model, s.max_length, s.intra_op_threads,
-                      openvino=s.engine == "openvino"))
+                      openvino=s.builds_openvino))

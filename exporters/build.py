@@ -102,10 +102,8 @@ def _build_openvino(model: Any, kind: str, fp32: Path, out_dir: Path, runtime: O
                     pairs: list[checks.Pair], checked: Callable[[dict], dict]) -> dict[str, Any]:
     """Static int8 for OpenVINO, calibrated on the parity pairs as the runtime feeds them. A build that
     fails parity is deleted (onnxruntime keeps serving the version) and the manifest says why."""
-    by_query: dict[str, list[str]] = {}
-    for p in pairs:
-        by_query.setdefault(p.query, []).append(p.passage)
-    calibration = [feed for q, docs in by_query.items() for feed in runtime.feeds(q, docs)]
+    calibration = [feed for q, idx in checks.by_query(pairs).items()
+                   for feed in runtime.feeds(q, [pairs[i].passage for i in idx])]
     try:
         openvino_export.quantize_static(fp32, out_dir, calibration)
         ov_runtime = OnnxReranker(out_dir, threads=runtime.threads, max_length=runtime.max_length,

@@ -41,12 +41,17 @@ def torch_scores(model: Any, kind: Kind, pairs: list[Pair]) -> np.ndarray:
     return ((np.sum(q * d, axis=1) + 1.0) / 2.0).astype(np.float32)
 
 
-def onnx_scores(runtime: OnnxReranker, pairs: list[Pair]) -> np.ndarray:
-    by_query: dict[str, list[int]] = defaultdict(list)
+def by_query(pairs: list[Pair]) -> dict[str, list[int]]:
+    """Pair positions per query: the runtime scores one query's passages as one request."""
+    groups: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(pairs):
-        by_query[p.query].append(i)
+        groups[p.query].append(i)
+    return groups
+
+
+def onnx_scores(runtime: OnnxReranker, pairs: list[Pair]) -> np.ndarray:
     out = np.zeros(len(pairs), dtype=np.float32)
-    for q, idx in by_query.items():
+    for q, idx in by_query(pairs).items():
         out[idx] = runtime.score(q, [pairs[i].passage for i in idx]).scores
     return out
 

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     ab_split: float = 0.5
 
     @property
+    def builds_openvino(self) -> bool:
+        """Exports (base, push, training) also build the OpenVINO model."""
+        return self.engine == "openvino"
+
+    @property
     def registry_root(self) -> Path:
         return self.home.resolve() / "models"
 

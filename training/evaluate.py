@@ -1,11 +1,14 @@
 """Rerank the same BM25 top-k with each system and score it with ranx."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from training.metrics import score_run
+
+if TYPE_CHECKING:
+    from serving.runtime import Engine
 
 Scorer = Callable[[str, list[str]], np.ndarray]  # (query, passages) -> scores
 
@@ -29,10 +32,10 @@ def torch_scorer(model: object, kind: str, batch_size: int = 32) -> Scorer:
     return score_bi
 
 
-def onnx_scorer(version_dir: str, threads: int = 1, engine: str = "onnxruntime") -> Scorer:
+def onnx_scorer(version_dir: str, threads: int = 1, engine: Engine = "onnxruntime") -> Scorer:
     from serving.runtime import OnnxReranker
 
-    runtime = OnnxReranker(version_dir, threads=threads, engine=engine)  # type: ignore[arg-type]
+    runtime = OnnxReranker(version_dir, threads=threads, engine=engine)
     return lambda q, docs: runtime.score(q, docs).scores
 
 

@@ -200,7 +200,7 @@ def run(domain: str, spec: DataSpec, cfg: TrainConfig, registry: Registry, *, ac
                      for q in list(queries)[:60] for d in list(cands[q])[:10]]
             try:
                 manifest = build_version(tmp, staged, max_length=cfg.max_length, pairs=pairs,
-                                         openvino=get_settings().engine == "openvino",
+                                         openvino=get_settings().builds_openvino,
                                          progress=lambda s, d, t: rep.progress(d, t),
                                          extra={"trained_from": {"base_model": cfg.base_model, "sources": stats,
                                                                  "config": cfg.to_dict()},
