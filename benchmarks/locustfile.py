@@ -11,7 +11,7 @@ import random
 
 from locust import HttpUser, between, task
 
-from benchmarks.service import scifact_requests
+from benchmarks.data import scifact_requests
 
 REQUESTS = scifact_requests(int(os.environ.get("BENCH_QUERIES", "100")))
 DOMAINS = os.environ.get("BENCH_DOMAINS", "scifact,medical,legal").split(",")

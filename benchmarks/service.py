@@ -1,4 +1,4 @@
-"""Shared by the HTTP benchmarks: start (or reuse) the service on loopback, publish versions, SciFact requests.
+"""Shared by the HTTP benchmarks: start (or reuse) the service on loopback, publish versions.
 
 Run alone it is the service process itself (`python -m benchmarks.service --port 8123`): Ray with
 its own small local cluster, Serve bound to 127.0.0.1, stopped cleanly on SIGTERM.
@@ -8,9 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -23,7 +21,9 @@ from urllib.parse import urlparse
 
 import httpx
 
-SCIFACT = Path(os.environ.get("SCIFACT_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"))
+from serving import local
+from serving.local import wait_ready
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 ADMIN_TOKEN = "bench-admin-token"
 
@@ -38,18 +38,6 @@ def check_loopback(url: str) -> str:
 
 def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {os.environ.get('RERANKER_ADMIN_TOKEN', ADMIN_TOKEN)}"}
-
-
-def wait_ready(url: str, timeout_s: float = 600, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"service exited with {proc.returncode} before it was ready")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
-                return
-        time.sleep(1)
-    raise TimeoutError(f"{url} not ready in {timeout_s} s")
 
 
 @contextlib.contextmanager
@@ -109,47 +97,19 @@ def domain_user(domain: str, split: float = 0.5) -> str:
     return next(f"probe-{i}" for i in range(10_000) if bucket(domain, f"probe-{i}") < split)
 
 
-def scifact_requests(n: int, min_docs: int = 20, max_docs: int = 50, seed: int = 0) -> list[dict]:
-    """SciFact test claims with their relevant abstracts plus random ones: 20-50 passages each."""
-    corpus = [json.loads(line) for line in open(SCIFACT / "corpus.jsonl")]
-    by_id = {d["_id"]: f"{d['title']} {d['text']}".strip() for d in corpus}
-    queries = {q["_id"]: q["text"] for q in map(json.loads, open(SCIFACT / "queries.jsonl"))}
-    rel: dict[str, list[str]] = {}
-    for line in (SCIFACT / "qrels" / "test.tsv").read_text().splitlines()[1:]:
-        qid, did, _ = line.split("\t")
-        rel.setdefault(qid, []).append(did)
-    rng = random.Random(seed)
-    ids = list(by_id)
-    out = []
-    for qid in rng.sample(sorted(rel), min(n, len(rel))):
-        k = rng.randint(min_docs, max_docs)
-        docs = [by_id[d] for d in rel[qid]][:k]
-        docs += [by_id[d] for d in rng.sample(ids, k - len(docs))]
-        rng.shuffle(docs)
-        out.append({"query": queries[qid], "documents": docs})
-    return out
-
-
 def _serve(port: int) -> None:
-    import ray
-    from ray import serve
-
-    from serving.app import build_app
+    from state.settings import Settings
 
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
-    ray.init(num_cpus=int(os.environ.get("BENCH_RAY_CPUS", "4")), include_dashboard=False,
-             configure_logging=False, log_to_driver=False)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(), name="reranker", route_prefix="/", blocking=False)
+        local.start(Settings(), port, num_cpus=int(os.environ.get("BENCH_RAY_CPUS", "4")))
         print("serving", flush=True)
         while not stop:
             time.sleep(0.5)
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        local.stop()
 
 
 if __name__ == "__main__":

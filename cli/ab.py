@@ -16,12 +16,13 @@ def register(app: typer.Typer) -> None:
         """Per-arm impressions, clicks, CTR, MRR, latency; CTR difference, CI, p-value, verdict."""
         from state.ab_report import ab_report, format_report
         from state.ids import InvalidId, validate_domain
+        from state.settings import Settings
         from state.store import Store
         try:
             validate_domain(domain)
         except InvalidId as e:
             raise typer.BadParameter(str(e), param_hint="DOMAIN")
-        store = Store(db_url)
+        store = Store(db_url or Settings().database_url)
         try:
             report = ab_report(store, domain, since=since)
         finally:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import typer
 
-from cli import ab, models, train
+from cli import ab, events, models, train
 
 app = typer.Typer(help="Domain reranker service: models, training, A/B.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
-for module in (models, train, ab):
+for module in (models, train, ab, events):
     module.register(app)
 
 if __name__ == "__main__":

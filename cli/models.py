@@ -6,12 +6,28 @@ from pathlib import Path
 
 import typer
 
+from state.ids import model_id
 
-def _registry():
+
+def _settings():
+    from state.settings import Settings
+
+    return Settings()
+
+
+def _registry(settings=None):
     from state.registry import Registry
-    from state.settings import get_settings
 
-    return Registry(get_settings().registry_root)
+    return Registry((settings or _settings()).registry_root)
+
+
+def _load_check(settings):
+    """The load check with the engine the service serves versions with."""
+    from functools import partial
+
+    from scoring.scorer import load_check
+
+    return partial(load_check, engine=settings.engine)
 
 
 def _fail(message: str) -> None:
@@ -34,28 +50,26 @@ def register(app: typer.Typer) -> None:
             validate_domain(domain)
         except InvalidId as e:
             _fail(str(e))
-        reg = _registry()
-        try:
-            if (model_dir / "model.onnx").is_file() and (model_dir / "manifest.json").is_file():
-                from serving.routes.models import load_check
+        from scoring.files import MANIFEST, MODEL_ONNX
 
-                version = reg.publish_dir(domain, model_dir, activate=activate, check=load_check)
+        settings = _settings()
+        reg = _registry(settings)
+        try:
+            if (model_dir / MODEL_ONNX).is_file() and (model_dir / MANIFEST).is_file():
+                version = reg.publish_dir(domain, model_dir, activate=activate, check=_load_check(settings))
             else:
-                from exporters.build import ExportError
+                from exporters.build import STAGES, ExportError
                 from exporters.publish import export_and_publish
-                from state.settings import get_settings
                 from tqdm import tqdm
 
-                s = get_settings()
-                with tqdm(total=6, desc="export", unit="stage") as bar:
+                with tqdm(total=len(STAGES), desc="export", unit="stage") as bar:
                     def progress(stage: str, done: int, total: int) -> None:
                         bar.set_description(stage)
                         bar.update(done - bar.n)
 
                     try:
-                        version, _ = export_and_publish(reg, domain, str(model_dir), activate=activate,
-                                                        max_length=s.max_length, threads=s.intra_op_threads,
-                                                        openvino=s.builds_openvino, progress=progress)
+                        version, _ = export_and_publish(reg, domain, str(model_dir), settings, activate=activate,
+                                                        progress=progress)
                     except ExportError as e:
                         _fail(f"not published: {e}")
         except RegistryError as e:
@@ -71,15 +85,15 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def promote(domain: str, version: str) -> None:
         """Make VERSION (2 or v2) the domain's active model; refused if it does not verify and load."""
-        from serving.routes.models import load_check
         from state.registry import RegistryError
         from state.ids import InvalidId
 
+        settings = _settings()
         try:
-            name = _registry().promote(domain, version, check=load_check)
+            name = _registry(settings).promote(domain, version, check=_load_check(settings))
         except (RegistryError, InvalidId) as e:
             _fail(str(e))
-        typer.echo(f"{domain}@{name} is active")
+        typer.echo(f"{model_id(domain, name)} is active")
 
     @app.command()
     def rollback(domain: str) -> None:
@@ -91,7 +105,7 @@ def register(app: typer.Typer) -> None:
             name = _registry().rollback(domain)
         except (RegistryError, InvalidId) as e:
             _fail(str(e))
-        typer.echo(f"{domain}@{name} is active")
+        typer.echo(f"{model_id(domain, name)} is active")
 
     @app.command()
     def domains(as_json: bool = typer.Option(False, "--json")) -> None:
@@ -109,8 +123,5 @@ def register(app: typer.Typer) -> None:
     def build_base() -> None:
         """Export the base model to ONNX int8 (done automatically on first `make serve`)."""
         from exporters.base_model import ensure_base
-        from state.settings import get_settings
 
-        s = get_settings()
-        typer.echo(ensure_base(_registry(), s.base_model, s.max_length, s.intra_op_threads,
-                               openvino=s.builds_openvino))
+        typer.echo(ensure_base(_settings()))

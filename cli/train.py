@@ -74,7 +74,6 @@ def train(domain: str = typer.Option(..., help="domain id"),
     """Fine-tune on a BEIR split (held-out dev queries carved from it), gate, export, publish."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from state.ids import validate_domain
-    from state.registry import Registry
     from state.settings import Settings
     from training.config import TrainConfig
     from training.pipeline import DataSpec, GateFailed, run
@@ -86,8 +85,8 @@ def train(domain: str = typer.Option(..., help="domain id"),
     bars = _Bars(not as_json)
     try:
         with _json_stdout(as_json):
-            out = run(domain, DataSpec(beir=str(beir), beir_split=split), cfg, Registry(settings.registry_root),
-                      activate=activate, reporter=bars)
+            out = run(domain, DataSpec(beir=str(beir), beir_split=split), cfg, settings, activate=activate,
+                      reporter=bars)
     except GateFailed as e:
         bars.close()
         if as_json:
@@ -112,11 +111,11 @@ def evaluate(domain: str = typer.Option(..., help="domain id (its active model i
     """Rerank BM25's top-k with the base and the domain's active model; print NDCG/MRR/MAP/Recall."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from exporters.base_model import ensure_base
-    from state.ids import validate_domain
+    from state.ids import model_id, validate_domain
     from state.registry import Registry
     from state.settings import Settings
     from training.bm25 import BM25Index
-    from training.evaluate import evaluate_systems, onnx_scorer
+    from training.evaluate import evaluate_systems, version_scorer
     from training.sources.beir import load_beir
     from training.splits import subset
 
@@ -142,14 +141,12 @@ def evaluate(domain: str = typer.Option(..., help="domain id (its active model i
         bars.stage("bm25")
         cands = BM25Index(data.corpus).search(queries, k)
         # scored as served: same engine and max length as the pool
-        base_dir = ensure_base(registry, settings.base_model, settings.max_length,
-                               openvino=settings.builds_openvino)
         threads = max(1, min(2, os.cpu_count() or 1))
-        systems = {"bm25": None, "base": onnx_scorer(str(base_dir), threads, settings.engine),
-                   "domain": onnx_scorer(str(registry.version_dir(domain, active)), threads, settings.engine)}
+        systems = {"bm25": None, "base": version_scorer(str(ensure_base(settings)), threads, settings.engine),
+                   "domain": version_scorer(str(registry.version_dir(domain, active)), threads, settings.engine)}
         res = evaluate_systems(systems, queries, qrels, cands, data.corpus, k, progress=progress)
     bars.close()
-    res["domain"] = {"model": f"{domain}@{active}", **res["domain"]}
+    res["domain"] = {"model": model_id(domain, active), **res["domain"]}
     res["base"] = {"model": settings.base_model, **res["base"]}
     out = {"dataset": data.name, "split": split, "queries": len(queries), "k": k, "engine": settings.engine,
            "systems": res}

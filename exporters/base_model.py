@@ -1,4 +1,8 @@
-"""The base reranker: exported to ONNX int8 once into the registry, reused on every later start."""
+"""The base reranker: exported to ONNX int8 once into the registry, reused on every later start.
+
+`ensure_base(settings)` is the one way to find (and on first use build) the base version directory;
+`python -m exporters.base_model` runs it and prints the directory (what serving starts).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -6,32 +10,35 @@ import logging
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from exporters.build import build_version
+from scoring.files import MANIFEST
 from state.registry import Registry
+from state.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def base_slug(name: str, max_length: int, openvino: bool = False) -> str:
+def base_slug(name: str, max_length: int, openvino: bool) -> str:
     """A directory name for (model, max_length, engine) that cannot collide with a domain id."""
     clean = re.sub(r"[^a-zA-Z0-9_.-]+", "_", name)[-48:]
     return f"{clean}-{max_length}{'-ov' if openvino else ''}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
-def ensure_base(registry: Registry, name: str, max_length: int = 256, threads: int = 1,
-                openvino: bool = False) -> Path:
-    target = registry.base_dir(base_slug(name, max_length, openvino))
-    if (target / "manifest.json").is_file():
+def ensure_base(settings: Settings) -> Path:
+    s = settings
+    target = Registry(s.registry_root).base_dir(base_slug(s.base_model, s.max_length, s.builds_openvino))
+    if (target / MANIFEST).is_file():
         return target
-    log.info("building base model %s into %s (first start only)", name, target)
+    log.info("building base model %s into %s (first start only)", s.base_model, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        build_version(name, tmp, max_length=max_length, threads=threads, openvino=openvino,
-                      extra={"domain": None, "version": "base", "model_id": "base"})
+        build_version(s.base_model, tmp, max_length=s.max_length, threads=s.intra_op_threads,
+                      openvino=s.builds_openvino, extra={"domain": None, "version": "base", "model_id": "base"})
         try:
             os.rename(tmp, target)
         except OSError:  # a concurrent starter won the race; its copy is equivalent
@@ -42,10 +49,5 @@ def ensure_base(registry: Registry, name: str, max_length: int = 256, threads: i
 
 
 if __name__ == "__main__":
-    # Used by serving/app.py at start-up: build (once) and print the base version dir.
-    from state.settings import get_settings
-
-    s = get_settings()
-    logging.basicConfig(level=logging.INFO, stream=__import__("sys").stderr)
-    print(ensure_base(Registry(s.registry_root), s.base_model, s.max_length, s.intra_op_threads,
-                      openvino=s.builds_openvino))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    print(ensure_base(Settings()))

@@ -12,9 +12,32 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from exporters.source import Kind
-from serving.runtime import OnnxReranker
+from scoring.scorer import VersionScorer
 
 SAMPLE_PAIRS = Path(__file__).parent / "data" / "sample_pairs.jsonl"
+MIN_SPEARMAN = 0.98  # int8 vs torch scores on the check pairs: the parity threshold, everywhere
+
+
+@dataclass
+class ParityRule:
+    """When an int8 export agrees with its torch model. NDCG within 1% is only meaningful on enough
+    queries: on the 16-query shipped sample one swapped pair moves NDCG by 2-3%, so there it is
+    recorded, and Spearman alone gates."""
+    min_spearman: float = MIN_SPEARMAN
+    max_ndcg_drop: float = 0.01
+    min_ndcg_queries: int = 50
+
+    def check(self, par: dict[str, Any]) -> dict[str, Any]:
+        """par (from parity()) plus passed and, if it did not pass, failure naming the figures."""
+        ndcg_gated = "ndcg@10_torch" in par and par.get("queries", 0) >= self.min_ndcg_queries
+        ndcg_ok = not ndcg_gated or par["ndcg@10_onnx"] >= par["ndcg@10_torch"] * (1 - self.max_ndcg_drop)
+        par["passed"] = par["spearman"] >= self.min_spearman and ndcg_ok
+        if not par["passed"]:
+            par["failure"] = (f"spearman {par['spearman']:.4f} (need >= {self.min_spearman}), "
+                              f"max abs diff {par['max_abs_diff']:.4f}"
+                              + (f", ndcg@10 int8 {par['ndcg@10_onnx']:.4f} vs torch {par['ndcg@10_torch']:.4f}"
+                                 if ndcg_gated else ""))
+        return par
 
 
 @dataclass
@@ -49,7 +72,7 @@ def by_query(pairs: list[Pair]) -> dict[str, list[int]]:
     return groups
 
 
-def onnx_scores(runtime: OnnxReranker, pairs: list[Pair]) -> np.ndarray:
+def onnx_scores(runtime: VersionScorer, pairs: list[Pair]) -> np.ndarray:
     out = np.zeros(len(pairs), dtype=np.float32)
     for q, idx in by_query(pairs).items():
         out[idx] = runtime.score(q, [pairs[i].passage for i in idx]).scores
@@ -72,7 +95,7 @@ def ndcg_at_10(scores: np.ndarray, pairs: list[Pair]) -> float | None:
     return float(evaluate(Qrels(qrels), Run(run), "ndcg@10"))
 
 
-def parity(model: Any, kind: Kind, runtime: OnnxReranker, pairs: list[Pair]) -> dict[str, Any]:
+def parity(model: Any, kind: Kind, runtime: VersionScorer, pairs: list[Pair]) -> dict[str, Any]:
     ref, got = torch_scores(model, kind, pairs), onnx_scores(runtime, pairs)
     rho = float(spearmanr(ref, got).statistic)
     out: dict[str, Any] = {"pairs": len(pairs), "queries": len({p.query for p in pairs}), "spearman": rho, "max_abs_diff": float(np.max(np.abs(ref - got)))}
@@ -82,14 +105,14 @@ def parity(model: Any, kind: Kind, runtime: OnnxReranker, pairs: list[Pair]) -> 
     return out
 
 
-def ms_per_pair(runtime: OnnxReranker, tokens: int = 256, batch: int = 16, repeats: int = 5,
+def ms_per_pair(runtime: VersionScorer, tokens: int = 256, batch: int = 16, repeats: int = 5,
                 clock: str = "cpu") -> float:
     """Median ms per pair (tokenization included) for `batch` pairs that each fill `tokens` tokens.
 
-    clock="cpu" (default) counts this process's CPU time divided by the session's thread count: on
-    the shared 2-core dev box wall time under other people's load read 2-6x high and made the latency
-    gate flaky, while CPU time matches an idle machine's wall time at 1 thread. clock="wall" for
-    end-to-end figures (benchmarks/latency.py reports both).
+    clock="cpu" (default) counts this process's CPU time divided by the scorer's thread count: wall
+    time on a machine shared with other work reads high and would make the latency gate flaky, while
+    CPU time matches an idle machine's wall time at 1 thread. clock="wall" for end-to-end figures
+    (benchmarks/latency.py reports both).
     """
     query = "what is the effect of this treatment on patients"
     # ~10 tokens per repeat of the sentence: enough words to fill `tokens` after truncation.

@@ -1,9 +1,8 @@
 """Static int8 for OpenVINO (NNCF post-training quantization), written next to the onnxruntime model.
 
-Why a second engine: on our AVX-512-VNNI EPYC, onnxruntime's dynamic int8 (activation scales computed
-per call, attention matmuls left fp32) gained ~2.1x over torch fp32 at 256 tokens, batch 16, 2 threads;
-OpenVINO running a static int8 graph (scales calibrated once, on the same real pairs the parity check
-uses) reached ~4.8x (benchmarks/README.md).
+Why a second engine: onnxruntime's dynamic int8 computes activation scales per call and leaves the
+attention matmuls in fp32; a static int8 graph (scales calibrated once, on the same real pairs the
+parity check uses) runs every matmul in int8 and is faster (figures: benchmarks/README.md).
 NNCF does the calibration and quantizer placement (transformer preset: SmoothQuant, bias correction).
 """
 from __future__ import annotations
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.runtime import OPENVINO_XML
+from scoring.files import OPENVINO_BIN, OPENVINO_XML
 
 
 def quantize_static(fp32_onnx: Path, out_dir: Path, calibration: list[dict[str, np.ndarray]]) -> Path:
@@ -33,5 +32,5 @@ def quantize_static(fp32_onnx: Path, out_dir: Path, calibration: list[dict[str, 
 
 
 def remove(out_dir: Path) -> None:
-    for p in (Path(out_dir) / OPENVINO_XML, (Path(out_dir) / OPENVINO_XML).with_suffix(".bin")):
+    for p in (Path(out_dir) / OPENVINO_XML, Path(out_dir) / OPENVINO_BIN):
         p.unlink(missing_ok=True)

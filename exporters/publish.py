@@ -4,17 +4,19 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from exporters.build import build_version
+from exporters.build import Progress, build_version, no_progress
 from state.registry import Registry
+from state.settings import Settings
 
 
-def export_and_publish(registry: Registry, domain: str, source: str, *, activate: bool = False,
-                       **build_kwargs: Any) -> tuple[str, dict[str, Any]]:
+def export_and_publish(registry: Registry, domain: str, source: str, settings: Settings, *,
+                       activate: bool = False, progress: Progress = no_progress) -> tuple[str, dict[str, Any]]:
+    """Build with the service's max length, threads and engines, then publish as the next version."""
     staged = registry.stage(domain)
     try:
-        manifest = build_version(source, staged, **build_kwargs)
+        manifest = build_version(source, staged, max_length=settings.max_length, threads=settings.intra_op_threads,
+                                 openvino=settings.builds_openvino, progress=progress)
         version = registry.publish(domain, staged, manifest, activate=activate)
     finally:
         shutil.rmtree(staged, ignore_errors=True)  # gone after publish (renamed); left only on failure
     return version, registry.manifest(domain, version)
-

@@ -13,8 +13,8 @@ log = logging.getLogger(__name__)
 # Quantization recipes, tried in order until parity passes. "full" is fastest; "keep-head-fp32" keeps
 # the embeddings, the last encoder layer and the scoring head in fp32: the usual remedy when a lightly
 # trained cross-encoder's narrow logit range drowns in int8 noise. "ffn-only" quantizes just the
-# feed-forward MatMuls (2/3 of the weights): on a fine-tuned MiniLM bi-encoder whose full-int8 export
-# lost 2.4% NDCG@10 on dev, the base's sample gave Spearman 0.998 (full: 0.996) at ~1.2x the ms/pair.
+# feed-forward MatMuls (2/3 of the weights): the most accurate rung, ~1.2x the ms/pair of "full"
+# (training/README.md has the fine-tuned model that needed it).
 RECIPES = ("full", "keep-head-fp32", "ffn-only")
 
 
@@ -23,8 +23,8 @@ def fuse(src: Path, dst: Path, model_type: str = "bert") -> bool:
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
-    # The fused Attention op (QAttention once quantized) ran ~10% slower here than int8 MatMuls with
-    # ORT's own FusedMatMul/Softmax on an AVX2 CPU (benchmarks/README.md), so attention stays unfused.
+    # The fused Attention op (QAttention once quantized) measured slower than int8 MatMuls with ORT's
+    # own FusedMatMul/Softmax (benchmarks/README.md), so attention stays unfused.
     options = FusionOptions(model_type)
     options.enable_attention = False
     try:

@@ -1,4 +1,4 @@
-"""A/B arm assignment: which of a domain's two arms ("domain" or "base") answers a request.
+"""A/B arm choice: which of a domain's two arms ("domain" or "base") answers a request.
 
 Sticky: the arm is a pure function of (domain, user key, split), so one user always sees
 the same arm for a domain, on any replica, across restarts. No user key -> a fresh coin
@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping
 
-from state.ids import BASE_MODEL_ID
+from state.ids import BASE_MODEL_ID, model_id
 
 DOMAIN, BASE = "domain", "base"
 _SCALE = float(1 << 64)
+
+
+@dataclass
+class Arm:
+    variant: str  # DOMAIN | BASE
+    model_id: str  # "legal@v7" | "base"
+    reason: str | None = None  # why the base answers when the domain was asked for
 
 
 def bucket(domain: str, user_key: str) -> float:
@@ -30,29 +38,19 @@ def assign_arm(domain: str, user_key: str | None, split: float) -> str:
     return DOMAIN if u < split else BASE
 
 
-def user_key_from(user_id: str | None, headers: Mapping[str, str]) -> str | None:
-    """body user_id, else X-User-Id, else X-Session-Id (header lookup is case-insensitive in
-    Starlette's Headers; plain dicts are searched case-insensitively here)."""
-    if user_id:
-        return user_id
-    lowered = {k.lower(): v for k, v in headers.items()}
-    for name in ("x-user-id", "x-session-id"):
-        if lowered.get(name):
-            return lowered[name]
-    return None
+def user_key(user_id: str | None, x_user_id: str | None = None, x_session_id: str | None = None) -> str | None:
+    """The sticky key: body user_id, else the X-User-Id header, else X-Session-Id."""
+    return user_id or x_user_id or x_session_id or None
 
 
-def choose(domain: str, active_version: str | None, user_key: str | None,
-           split: float) -> tuple[str, str]:
-    """(variant, model id) for a request. A domain without an active version gets the base."""
-    if not active_version:
-        return BASE, BASE_MODEL_ID
-    if assign_arm(domain, user_key, split) == DOMAIN:
-        return DOMAIN, f"{domain}@{active_version}"
-    return BASE, BASE_MODEL_ID
-
-
-def split_for(domain_config: Mapping | None, default: float) -> float:
-    """The domain's configured ab_split (registry), else the service default."""
-    value = (domain_config or {}).get("ab_split")
-    return default if value is None else float(value)
+def choose(domain: str, domain_config: Mapping[str, Any] | None, key: str | None, default_split: float) -> Arm:
+    """The arm for one request. A domain without an active version gets the base; the split is the
+    domain's configured ab_split, else the service default."""
+    active = (domain_config or {}).get("active")
+    if not active:
+        return Arm(BASE, BASE_MODEL_ID, "no active domain model")
+    split = domain_config.get("ab_split")
+    split = default_split if split is None else float(split)
+    if assign_arm(domain, key, split) == BASE:
+        return Arm(BASE, BASE_MODEL_ID)
+    return Arm(DOMAIN, model_id(domain, active))

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import hmac
 
-from fastapi import Header, HTTPException
-
-from state.settings import get_settings
+from fastapi import Header, HTTPException, Request
 
 
-def require_admin(authorization: str | None = Header(None)) -> None:
-    token = get_settings().admin_token
+def require_admin(request: Request, authorization: str | None = Header(None)) -> None:
+    token = request.app.state.settings.admin_token
     if not token:  # no token configured: admin routes are disabled, not open
         raise HTTPException(403, "admin routes are disabled: set RERANKER_ADMIN_TOKEN to enable them")
     scheme, _, given = (authorization or "").partition(" ")

@@ -4,20 +4,19 @@
 task writes batches (up to `max_batch` events or `max_delay_s` old) in a worker thread.
 Nothing is dropped silently: a batch the store refuses is retried, and an event that still
 cannot be stored (or does not fit in the queue) is counted in
-`reranker_events_failed_total{reason}`, logged, and appended to a JSON-lines spill file
-(when configured) from which it can be replayed with `replay_spill()`.
+`reranker_events_failed_total{reason}`, logged, and appended to the spill file (state/spill.py)
+from which `reranker events replay` stores it later.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from state import spill
 from state.store import ImpressionEvent, ShownPassage, Store
 
 log = logging.getLogger(__name__)
@@ -142,14 +141,9 @@ class EventLogger:
         if self.spill_path is None:
             return
         try:
-            self.spill_path.parent.mkdir(parents=True, exist_ok=True)
-            with self._spill_lock, open(self.spill_path, "a") as f:
-                for e in events:
-                    f.write(json.dumps(e.to_dict()) + "\n")
+            spill.append(self.spill_path, events)
         except OSError as err:
             log.error("could not spill %d impression events to %s: %s", len(events), self.spill_path, err)
-
-    _spill_lock = threading.Lock()
 
     # ---- lifecycle ---------------------------------------------------------------
     async def flush(self) -> None:
@@ -185,17 +179,12 @@ class EventLogger:
         return {"pending": len(self._pending), "stored": self.stored, "failed": self.failed}
 
 
-def open_event_logging(settings: Any) -> tuple[Store, EventLogger]:
-    """The store and logger a serving process uses (Settings: database_url, home).
-    The logger starts itself on the first log() inside the serving event loop."""
+def install(app: Any, settings: Any) -> EventLogger:
+    """Event logging for a FastAPI app: app.state.store / app.state.events, and a shutdown hook that
+    stores every queued impression (Serve runs ASGI shutdown on replica stop). The logger starts
+    itself on the first log() inside the serving event loop."""
     store = Store(settings.database_url)
-    return store, EventLogger(store, spill_path=Path(settings.home).resolve() / "events-failed.jsonl")
-
-
-def install(app: Any, settings: Any) -> None:
-    """Wire event logging into a FastAPI app: app.state.store / app.state.events, and a
-    shutdown hook that stores every queued impression (Serve runs ASGI shutdown on replica stop)."""
-    store, events = open_event_logging(settings)
+    events = EventLogger(store, spill_path=settings.spill_path)
     app.state.store, app.state.events = store, events
 
     async def _drain() -> None:
@@ -203,14 +192,4 @@ def install(app: Any, settings: Any) -> None:
         store.close()
 
     app.router.on_shutdown.append(_drain)
-
-
-def replay_spill(store: Store, spill_path: Path | str) -> int:
-    """Store the events a logger spilled (idempotent: request ids already stored are skipped)."""
-    path = Path(spill_path)
-    if not path.exists():
-        return 0
-    events = [ImpressionEvent.from_dict(json.loads(line)) for line in path.read_text().splitlines() if line]
-    n = store.add_impressions(events)
-    path.rename(path.with_suffix(path.suffix + ".replayed"))
-    return n
+    return events

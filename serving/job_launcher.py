@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from state.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent  # the project root: training/ sits beside serving/
 
 
@@ -19,22 +21,26 @@ def _command(job_id: str) -> list[str]:
     return [sys.executable, "-m", "training.job", "--job-id", job_id]
 
 
-def _env(home: Path) -> dict[str, str]:
-    env = {**os.environ, "RERANKER_HOME": str(Path(home).resolve()), "HF_HUB_OFFLINE": "1"}
+def _env(settings: Settings) -> dict[str, str]:
+    """The job rebuilds these settings from its environment."""
+    env = {**os.environ, **settings.to_env(), "HF_HUB_OFFLINE": "1"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
 
 
-def _run_child(cmd: list[str], env: dict[str, str], cwd: str) -> int:
+def _log_path(settings: Settings, job_id: str) -> Path:
+    return settings.home / "jobs" / f"{job_id}.log"
+
+
+def _run_child(cmd: list[str], env: dict[str, str], cwd: str, log: str) -> int:
     """Body of the Ray task: the job runs in its own process so cancel/crash cannot hurt the worker."""
-    log = Path(env["RERANKER_HOME"]) / "jobs" / f"{cmd[-1]}.log"
     with open(log, "ab") as f:
         return subprocess.call(cmd, env=env, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
 
 
-def launch(job_id: str, home: Path) -> str:
+def launch(job_id: str, settings: Settings) -> str:
     """Returns a handle string recorded in the job (ray job id / task / pid)."""
-    env = _env(home)
+    env = _env(settings)
     address = os.environ.get("RERANKER_RAY_JOBS_ADDRESS") or os.environ.get("RAY_ADDRESS", "")
     if address.startswith("http"):
         from ray.job_submission import JobSubmissionClient
@@ -44,16 +50,16 @@ def launch(job_id: str, home: Path) -> str:
         return client.submit_job(entrypoint=f"python {entry}", submission_id=job_id,
                                  runtime_env={"working_dir": str(ROOT), "env_vars": {
                                      k: v for k, v in env.items() if k.startswith(("RERANKER_", "HF_"))}})
+    log = str(_log_path(settings, job_id))
     try:
         import ray
 
         if ray.is_initialized():
             task = ray.remote(num_cpus=0, max_retries=0)(_run_child)
-            ref = task.remote(_command(job_id), env, str(ROOT))
+            ref = task.remote(_command(job_id), env, str(ROOT), log)
             return f"ray-task:{ref.hex()}"
     except ImportError:
         pass
-    log = Path(home) / "jobs" / f"{job_id}.log"
     with open(log, "ab") as f:
         proc = subprocess.Popen(_command(job_id), env=env, cwd=str(ROOT), stdout=f, stderr=subprocess.STDOUT,
                                 start_new_session=True)

@@ -1,4 +1,5 @@
-"""The model pool: a Ray Serve deployment holding the base model plus an LRU of domain versions.
+"""The model pool: a Ray Serve deployment holding the base model plus an LRU of domain versions,
+and `PoolClient`, the ingress' handle on it.
 
 Serve's model multiplexing keys the LRU by "domain@vN": a promote changes the id the ingress asks
 for, so the new version loads on first use and the old one ages out (Serve has no reload API).
@@ -7,16 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
-from serving.runtime import OnnxReranker
+from scoring.scorer import VersionScorer
 from state.ids import BASE_MODEL_ID, split_model_id
 from state.registry import Registry
-from state.settings import Settings, get_settings
+from state.settings import Settings
 
 log = logging.getLogger("ray.serve")
 
@@ -28,17 +29,17 @@ class ModelLoadError(RuntimeError):
 class PoolCore:
     """Everything the deployment does, minus Ray: load versions (marking failures), score."""
 
-    def __init__(self, settings: Settings, base_dir: str):
+    def __init__(self, settings: Settings, base_dir: Path | str):
         self.settings = settings
         self.registry = Registry(settings.registry_root)
         self.base = self._open(base_dir)
 
-    def _open(self, version_dir: Any) -> OnnxReranker:
+    def _open(self, version_dir: Path | str) -> VersionScorer:
         s = self.settings
-        return OnnxReranker(version_dir, threads=s.intra_op_threads, max_length=s.max_length,
-                            batch_size=s.batch_size, engine=s.engine)
+        return VersionScorer(version_dir, threads=s.intra_op_threads, max_length=s.max_length,
+                             batch_size=s.batch_size, engine=s.engine)
 
-    def load(self, model_id: str) -> OnnxReranker:
+    def load(self, model_id: str) -> VersionScorer:
         domain, version = split_model_id(model_id)
         try:
             self.registry.verify(domain, version)
@@ -56,11 +57,11 @@ def pool_deployment(settings: Settings):
                       ray_actor_options={"num_cpus": settings.pool_num_cpus},
                       max_ongoing_requests=settings.pool_max_ongoing_requests)
     class RerankerPool:
-        def __init__(self, base_dir: str):
-            self.core = PoolCore(get_settings(), base_dir)
+        def __init__(self, settings: Settings, base_dir: str):
+            self.core = PoolCore(settings, base_dir)
 
         @serve.multiplexed(max_num_models_per_replica=settings.max_models_per_replica)
-        async def get_model(self, model_id: str) -> OnnxReranker:
+        async def get_model(self, model_id: str) -> VersionScorer:
             return await asyncio.to_thread(self.core.load, model_id)
 
         async def score(self, query: str, documents: list[str]) -> tuple[np.ndarray, int]:
@@ -69,8 +70,16 @@ def pool_deployment(settings: Settings):
             scored = await asyncio.to_thread(model.score, query, documents)
             return scored.scores, scored.truncated
 
-        def rss_bytes(self) -> int:
-            with open(f"/proc/{os.getpid()}/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
     return RerankerPool
+
+
+class PoolClient:
+    """The ingress' Scorer: scores through the pool deployment; the model id picks the multiplexed
+    replica and model."""
+
+    def __init__(self, handle: DeploymentHandle):
+        self.handle = handle
+
+    async def score(self, model_id: str, query: str, documents: list[str]) -> tuple[np.ndarray, int]:
+        h = self.handle if model_id == BASE_MODEL_ID else self.handle.options(multiplexed_model_id=model_id)
+        return await h.score.remote(query, documents)

@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from serving import ab
+from serving.ab import Arm
 from serving.protocol import DocumentIn, RerankRequest, RerankResponse, RerankResult
 from state.ids import BASE_MODEL_ID, InvalidId, validate_domain
 from state.registry import Registry
@@ -50,20 +52,13 @@ class ActiveVersionCache:
 
 
 @dataclass
-class Arm:
-    variant: str  # "domain" | "base"
-    model_id: str  # "legal@v7" | "base"
-    reason: str | None = None
-
-
-@dataclass
 class RerankService:
     registry: Registry
     scorer: Scorer
     max_documents: int = 1000
     default_split: float = 0.5
     cache_ttl: float = 1.0
-    events: Any = None  # serving.events logger (optional): .log(impression dict)
+    events: Any = None  # serving.events.EventLogger (optional): log_rerank() per answered request
     _versions: ActiveVersionCache = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +70,7 @@ class RerankService:
 
     # -- steps --------------------------------------------------------------------------------
     def resolve_domain(self, query_domain: str | None, body_domain: str | None) -> str:
+        """?domain= wins over the body's domain field; neither means the default domain."""
         domain = query_domain or body_domain or DEFAULT_DOMAIN
         try:
             return validate_domain(domain)
@@ -94,30 +90,18 @@ class RerankService:
                 objs.append(None)
         return texts, objs
 
-    def choose_arm(self, domain: str, user_key: str | None) -> Arm:
-        cfg = self._versions.get(domain)
-        if not cfg or not cfg.get("active"):
-            return Arm("base", BASE_MODEL_ID, "no active domain model")
-        split = cfg.get("ab_split")
-        split = self.default_split if split is None else split
-        from serving.ab import assign_arm
-
-        if assign_arm(domain, user_key, split) == "base":
-            return Arm("base", BASE_MODEL_ID, None)
-        return Arm("domain", f"{domain}@{cfg['active']}")
-
     # -- the request --------------------------------------------------------------------------
     async def rerank(self, req: RerankRequest, domain: str, user_key: str | None = None) -> RerankResponse:
         t0 = time.perf_counter()
         texts, objs = self.documents(req)
-        arm = self.choose_arm(domain, user_key)
+        arm = ab.choose(domain, self._versions.get(domain), user_key, self.default_split)
         try:
             scores, truncated = await self.scorer.score(arm.model_id, req.query, texts)
         except Exception as e:  # noqa: BLE001 - a broken domain model must not fail the request
-            if arm.variant == "base":
+            if arm.variant == ab.BASE:
                 raise
             self._versions.invalidate(domain)  # the pool marked it failed; the registry moved on
-            arm = Arm("base", BASE_MODEL_ID, f"domain model {arm.model_id} failed to load: {e}"[:300])
+            arm = Arm(ab.BASE, BASE_MODEL_ID, f"domain model {arm.model_id} failed to load: {e}"[:300])
             scores, truncated = await self.scorer.score(arm.model_id, req.query, texts)
         order = np.argsort(-np.asarray(scores), kind="stable")
         if req.top_n is not None:

@@ -6,12 +6,13 @@ Training writes them (stage, progress, metrics, gates); serving only reads them 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from state.atomic import write_json_atomic
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -37,10 +38,7 @@ class JobStore:
         return self.dir / f"{job_id}.json"
 
     def _write(self, record: dict[str, Any]) -> None:
-        path = self._path(record["id"])
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, path)  # readers see the old or the new record, never half of one
+        write_json_atomic(self._path(record["id"]), record)
 
     def create(self, domain: str, kind: str, config: dict[str, Any]) -> dict[str, Any]:
         now = time.time()

@@ -22,10 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from state.ids import InvalidId, parse_version, validate_domain, version_name
+from scoring.files import MANIFEST, MODEL_ONNX
+from state.atomic import write_json_atomic
+from state.ids import InvalidId, model_id, parse_version, validate_domain, version_name
 
-STATUSES = ("candidate", "active", "retired", "failed")
-MANIFEST = "manifest.json"
 DOMAIN_FILE = "domain.json"
 
 
@@ -53,10 +53,15 @@ def file_hashes(directory: Path) -> dict[str, str]:
     }
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+def _reactivate_previous(cfg: dict[str, Any]) -> str | None:
+    """Pop the history down to the latest version that did not fail and make it active (in cfg)."""
+    while cfg["history"]:
+        prev = cfg["history"].pop()
+        if cfg["versions"].get(prev, {}).get("status") != "failed":
+            cfg["active"] = prev
+            cfg["versions"][prev] = {"status": "active", "updated": time.time()}
+            return prev
+    return None
 
 
 def _default_config() -> dict[str, Any]:
@@ -151,15 +156,15 @@ class Registry:
     def publish(self, domain: str, staged: Path, manifest: dict[str, Any], activate: bool = False) -> str:
         """Seal a staged directory as the next version. Atomic: it appears whole or not at all."""
         staged = Path(staged)
-        if not (staged / "model.onnx").is_file():
-            raise RegistryError("a version needs model.onnx")
+        if not (staged / MODEL_ONNX).is_file():
+            raise RegistryError(f"a version needs {MODEL_ONNX}")
         with self._locked(domain) as d:
             cfg = self._read_config(domain)
             existing = [parse_version(p.name) for p in d.iterdir() if p.is_dir() and p.name.startswith("v")]
             existing += [parse_version(v) for v in cfg["versions"]] + [cfg.get("last_version", 0)]
             cfg["last_version"] = max(existing) + 1  # never reused, even after a delete
             name = version_name(cfg["last_version"])
-            man = {**manifest, "domain": domain, "version": name, "model_id": f"{domain}@{name}",
+            man = {**manifest, "domain": domain, "version": name, "model_id": model_id(domain, name),
                    "created": time.time(), "files": file_hashes(staged)}
             write_json_atomic(staged / MANIFEST, man)
             os.rename(staged, d / name)  # the target never exists: numbers only grow under the lock
@@ -227,17 +232,12 @@ class Registry:
         """Re-activate the version that was active before the current one."""
         with self._locked(domain):
             cfg = self.config(domain)
-            while cfg["history"]:
-                prev = cfg["history"].pop()
-                if cfg["versions"].get(prev, {}).get("status") != "failed":
-                    break
-            else:
-                raise RegistryError(f"{domain}: no earlier version to roll back to")
             if cfg["active"]:
                 cfg["versions"][cfg["active"]] = {**cfg["versions"][cfg["active"]], "status": "retired",
                                                   "updated": time.time()}
-            cfg["active"] = prev
-            cfg["versions"][prev] = {"status": "active", "updated": time.time()}
+            prev = _reactivate_previous(cfg)
+            if prev is None:
+                raise RegistryError(f"{domain}: no earlier version to roll back to")
             self._write_config(domain, cfg)
         return prev
 
@@ -248,13 +248,7 @@ class Registry:
             cfg = self._read_config(domain)
             cfg["versions"][name] = {"status": "failed", "error": error[:2000], "updated": time.time()}
             if cfg["active"] == name:
-                cfg["active"] = None
-                while cfg["history"]:
-                    prev = cfg["history"].pop()
-                    if cfg["versions"].get(prev, {}).get("status") != "failed":
-                        cfg["active"] = prev
-                        cfg["versions"][prev] = {"status": "active", "updated": time.time()}
-                        break
+                cfg["active"] = _reactivate_previous(cfg)
             self._write_config(domain, cfg)
 
     def update_config(self, domain: str, ab_split: float | None = None) -> dict[str, Any]:

@@ -1,12 +1,16 @@
-"""The one settings object. Every knob is an env var with the RERANKER_ prefix."""
+"""The one settings object. Every knob is an env var with the RERANKER_ prefix.
+
+Built once where a process starts (the Serve app builder, a CLI command, the training job) and passed
+down; child processes (the base-model export, training jobs) rebuild the same object from `to_env()`.
+"""
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scoring.files import Engine
 
 
 class Settings(BaseSettings):
@@ -22,11 +26,10 @@ class Settings(BaseSettings):
     max_length: int = 256
     batch_size: int = 16
     intra_op_threads: int = 2
-    # "openvino" (default): exports also build a static-int8 OpenVINO model that must pass the same
-    # parity check, and the pool serves it: ~2.3x faster than onnxruntime's dynamic int8 on our
-    # AVX-512-VNNI EPYC (benchmarks/README.md). A version without one is served by onnxruntime from
-    # model.onnx, which every version has. "onnxruntime" skips the OpenVINO build, serves model.onnx.
-    engine: Literal["onnxruntime", "openvino"] = "openvino"
+    # "openvino": exports also build a static-int8 OpenVINO model that must pass the same parity check,
+    # and the pool serves it (faster: benchmarks/README.md). A version without one is served by
+    # onnxruntime from model.onnx, which every version has. "onnxruntime" skips the OpenVINO build.
+    engine: Engine = "openvino"
 
     max_documents: int = 1000
     max_body_bytes: int = 5_000_000
@@ -44,6 +47,12 @@ class Settings(BaseSettings):
     db_url: str | None = None  # default: sqlite in home
     ab_split: float = 0.5
 
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        """Absolute at once: replicas, jobs and children may run in another working directory."""
+        return v.expanduser().resolve()
+
     @property
     def builds_openvino(self) -> bool:
         """Exports (base, push, training) also build the OpenVINO model."""
@@ -51,13 +60,21 @@ class Settings(BaseSettings):
 
     @property
     def registry_root(self) -> Path:
-        return self.home.resolve() / "models"
+        return self.home / "models"
 
     @property
     def database_url(self) -> str:
-        return self.db_url or f"sqlite:///{(self.home.resolve() / 'reranker.db')}"
+        return self.db_url or f"sqlite:///{self.home / 'reranker.db'}"
 
+    @property
+    def spill_path(self) -> Path:
+        """Impression events the store refused (state/spill.py); `reranker events replay` stores them."""
+        return self.home / "events-failed.jsonl"
 
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
+    def to_env(self) -> dict[str, str]:
+        """RERANKER_* variables from which a child process rebuilds exactly these settings."""
+        out = {}
+        for name, value in self.model_dump(exclude_unset=False).items():
+            if value is not None:
+                out[f"RERANKER_{name.upper()}"] = str(value)
+        return out

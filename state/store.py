@@ -61,10 +61,7 @@ class ImpressionEvent:
 
 
 class Store:
-    def __init__(self, url: str | None = None):
-        if url is None:
-            from state.settings import Settings
-            url = Settings().database_url
+    def __init__(self, url: str):
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         self.url = url
@@ -162,9 +159,6 @@ class Store:
             q = q.join(Impression, Impression.request_id == Click.request_id).where(Impression.domain == domain)
         with Session(self.engine) as db:
             return int(db.execute(q).scalar_one())
-
-    def impression(self, request_id: str) -> dict[str, Any] | None:
-        return next(self._iter(select(Impression).where(Impression.request_id == request_id)), None)
 
     def iter_impressions(self, domain: str, since: float | None = None, until: float | None = None,
                          only_clicked: bool = False, batch: int = 500) -> Iterator[dict[str, Any]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import socket
 import tarfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 ADMIN_TOKEN = "test-admin-token"
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
-if not SCIFACT.is_dir():  # CI clones next to shared/ as well; allow an override
-    SCIFACT = Path(os.environ.get("SCIFACT_DIR", "/work/shared/data/scifact"))
+# The visible datasets sit beside the checkout (../shared/data); SCIFACT_DIR overrides.
+SCIFACT = Path(os.environ.get("SCIFACT_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact")
 os.environ.setdefault("SCIFACT_DIR", str(SCIFACT))  # benchmarks read it too
 
 
@@ -57,8 +55,8 @@ def make_tarball(version_dir: Path, out: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def service_env(tmp_path_factory) -> Path:
-    """Settings for the whole session; set before anything reads them."""
+def settings(tmp_path_factory):
+    """The session service's settings, also in the environment (CLI commands and jobs read them there)."""
     home = tmp_path_factory.mktemp("reranker-home")
     os.environ.update({
         "RERANKER_HOME": str(home),
@@ -68,49 +66,26 @@ def service_env(tmp_path_factory) -> Path:
         "RERANKER_MAX_BODY_BYTES": "200000",
         "RERANKER_REGISTRY_CACHE_TTL_S": "0.5",
     })
-    from state.settings import get_settings
+    from state.settings import Settings
 
-    get_settings.cache_clear()
-    return home
-
-
-@pytest.fixture(scope="session")
-def service(service_env) -> Service:
-    import ray
-    from ray import serve
-
-    from serving.app import base_dir, build_app
-    from state.settings import get_settings
-
-    port = free_port()
-    ray.init(num_cpus=4, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(), name="reranker", route_prefix="/", blocking=False)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    else:
-        pytest.fail("service did not become ready in 300 s")
-    yield Service(url, service_env, ADMIN_TOKEN, Path(base_dir(get_settings())))
-    serve.shutdown()
-    ray.shutdown()
+    return Settings()
 
 
 @pytest.fixture(scope="session")
-def base_version(service_env) -> Path:
-    """The base model's ONNX int8 version dir (the same one the service builds and serves)."""
+def service(settings, base_version) -> Service:
+    from serving import local
+
+    url = local.start(settings, free_port())
+    yield Service(url, settings.home, ADMIN_TOKEN, base_version)
+    local.stop()
+
+
+@pytest.fixture(scope="session")
+def base_version(settings) -> Path:
+    """The base model's version dir: the one the service builds and serves."""
     from exporters.base_model import ensure_base
-    from state.registry import Registry
-    from state.settings import get_settings
 
-    s = get_settings()
-    return ensure_base(Registry(s.registry_root), s.base_model, s.max_length, s.intra_op_threads)
+    return ensure_base(settings)
 
 
 @pytest.fixture(scope="session")

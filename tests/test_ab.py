@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from serving.ab import assign_arm, choose, split_for, user_key_from
-from serving.events import EVENTS_FAILED, EventLogger, replay_spill
+from serving.ab import assign_arm, choose, user_key
+from serving.events import EVENTS_FAILED, EventLogger
 from serving.routes import feedback
 from state.ab_report import MIN_IMPRESSIONS_PER_ARM, ab_report
 from state.store import ImpressionEvent, ShownPassage, Store
@@ -68,13 +68,16 @@ def test_assignment_edges_and_salt():
 
 
 def test_user_key_precedence_and_choose():
-    assert user_key_from("body", {"X-User-Id": "h", "X-Session-Id": "s"}) == "body"
-    assert user_key_from(None, {"x-user-id": "h", "X-Session-Id": "s"}) == "h"
-    assert user_key_from("", {"X-Session-Id": "s"}) == "s"
-    assert user_key_from(None, {}) is None
-    assert choose("legal", None, "k", 1.0) == ("base", "base")  # no domain model -> base
-    assert choose("legal", "v3", "k", 1.0) == ("domain", "legal@v3")
-    assert split_for({"ab_split": None}, 0.5) == 0.5 and split_for({"ab_split": 0.1}, 0.5) == 0.1
+    assert user_key("body", "h", "s") == "body"
+    assert user_key(None, "h", "s") == "h"
+    assert user_key("", None, "s") == "s"
+    assert user_key(None) is None
+    no_model = choose("legal", None, "k", 1.0)  # no domain model -> base, and it says why
+    assert (no_model.variant, no_model.model_id, no_model.reason) == ("base", "base", "no active domain model")
+    arm = choose("legal", {"active": "v3", "ab_split": None}, "k", 1.0)  # default split 1.0: domain
+    assert (arm.variant, arm.model_id, arm.reason) == ("domain", "legal@v3", None)
+    # the domain's own split wins over the default
+    assert choose("legal", {"active": "v3", "ab_split": 0.0}, "k", 1.0).variant == "base"
 
 
 # ---- logger -------------------------------------------------------------------------------
@@ -127,11 +130,15 @@ def test_logger_counts_and_spills_what_it_cannot_store(store, tmp_path):
     assert stats["failed"] == 7 and stats["stored"] == 0
     assert EVENTS_FAILED.labels(reason="store_error")._value.get() - before == 7
     assert len(spill.read_text().splitlines()) == 7
-    # repaired store: the spilled events are replayed, none lost
+    # repaired store: `reranker events replay` stores the spilled events, none lost, and only once
+    from cli.main import app
     from state.db import create_tables
     create_tables(store.engine)
-    assert replay_spill(store, spill) == 7
+    res = CliRunner().invoke(app, ["events", "replay", "--file", str(spill), "--db-url", store.url])
+    assert res.exit_code == 0 and "stored 7 new impression events" in res.output, res.output
     assert store.count_impressions("legal") == 7
+    res = CliRunner().invoke(app, ["events", "replay", "--file", str(spill), "--db-url", store.url])
+    assert res.exit_code == 0 and "nothing to replay" in res.output  # the file was renamed *.replayed
 
 
 # ---- feedback route -----------------------------------------------------------------------

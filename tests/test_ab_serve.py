@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from state.settings import Settings
 from state.store import Store
 
 DOMAIN = "abtest"
@@ -18,8 +17,8 @@ DOCS = ["The court dismissed the appeal.", "Contracts need consideration.", "Tor
 
 
 @pytest.fixture(scope="module")
-def store(service):
-    s = Store(Settings().database_url)  # the same env (RERANKER_HOME / RERANKER_DB_URL) as the service
+def store(service, settings):
+    s = Store(settings.database_url)  # the service's own store
     yield s
     s.close()
 
@@ -158,25 +157,18 @@ def test_feedback_errors_over_http(service, domain_model):
         assert c.get("/v1/domains/Not-Valid!/ab").status_code in (404, 422)
 
 
-def test_graceful_shutdown_after_burst_loses_no_impression(service, store, domain_model):
+def test_graceful_shutdown_after_burst_loses_no_impression(service, settings, store, domain_model):
     """Delete the app right after a burst (replicas shut down gracefully), then count; redeploy after."""
     from ray import serve
 
-    from serving.app import build_app
+    from serving import local
 
     before = _settled_count(store, DOMAIN)
     with service.client() as c, ThreadPoolExecutor(16) as pool:
         sent = len(list(pool.map(lambda i: _send(c, i, f"burst-{i}"), range(300))))
     try:
-        serve.delete("reranker")  # blocks until the replicas ran their ASGI shutdown (logger drain)
+        serve.delete(local.APP_NAME)  # blocks until the replicas ran their ASGI shutdown (logger drain)
         assert store.count_impressions(DOMAIN) - before == sent
     finally:  # later tests share the session service: bring it back
-        serve.run(build_app(), name="reranker", route_prefix="/", blocking=False)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{service.url}/readyz", timeout=10).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
+        local.deploy(settings)
+        local.wait_ready(service.url, timeout_s=300)

@@ -99,10 +99,9 @@ def test_version_that_fails_to_load_in_the_pool_falls_back(service, version_tar,
         only_domain_arm(c, service, "badload")
     broken = tmp_path / "broken"
     broken.mkdir()
+    engine_files = ("model.onnx", "openvino_model.xml", "openvino_model.bin")
     for p in service.registry.version_dir("badload", "v1").iterdir():
-        if p.name != "model.onnx":
-            (broken / p.name).write_bytes(p.read_bytes())
-    (broken / "model.onnx").write_bytes(b"not an onnx graph")
+        (broken / p.name).write_bytes(b"not a model graph" if p.name in engine_files else p.read_bytes())
     assert reg.publish_dir("badload", broken, activate=True) == "v2"  # no load check on this path
     time.sleep(1)
     with service.client() as c:

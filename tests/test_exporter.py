@@ -8,8 +8,8 @@ import pytest
 from scipy.stats import spearmanr
 
 from exporters.build import ExportError, build_version
-from exporters.checks import load_sample_pairs, onnx_scores
-from serving.runtime import OnnxReranker
+from exporters.checks import ParityRule, load_sample_pairs, onnx_scores
+from scoring.scorer import VersionScorer
 
 
 def test_base_bi_encoder_int8_agrees_with_sentence_transformers(base_version):
@@ -21,7 +21,7 @@ def test_base_bi_encoder_int8_agrees_with_sentence_transformers(base_version):
     q = st.encode([p.query for p in pairs], normalize_embeddings=True)
     d = st.encode([p.passage for p in pairs], normalize_embeddings=True)
     reference = np.sum(q * d, axis=1)  # sentence-transformers' own cosine scores
-    got = onnx_scores(OnnxReranker(base_version), pairs)
+    got = onnx_scores(VersionScorer(base_version), pairs)
     assert spearmanr(reference, got).statistic >= 0.98
     man = json.loads((base_version / "manifest.json").read_text())
     assert man["kind"] == "bi-encoder" and man["parity"]["passed"]
@@ -34,16 +34,15 @@ def test_cross_encoder_as_base_model(cross_encoder_dir, tmp_path):
 
     from exporters.base_model import ensure_base
     from serving.pool import PoolCore
-    from state.registry import Registry
     from state.settings import Settings
 
-    settings = Settings(home=tmp_path, base_model=str(cross_encoder_dir))
-    vdir = ensure_base(Registry(settings.registry_root), settings.base_model)
+    settings = Settings(home=tmp_path, base_model=str(cross_encoder_dir), engine="onnxruntime")
+    vdir = ensure_base(settings)
     man = json.loads((vdir / "manifest.json").read_text())
     assert man["kind"] == "cross-encoder" and man["activation"] == "sigmoid"
     assert man["parity"]["passed"] and man["parity"]["spearman"] >= 0.98
     assert {"model.onnx", "tokenizer.json", "config.json", "manifest.json"} <= {p.name for p in vdir.iterdir()}
-    assert ensure_base(Registry(settings.registry_root), settings.base_model) == vdir  # built once
+    assert ensure_base(settings) == vdir  # built once
     pairs = load_sample_pairs()
     # The pool truncates at settings.max_length, so compare with ST at that length (SciFact abstracts are
     # longer). The random head spreads scores over only ~0.01, so a few int8 ties flip ranks on a handful
@@ -57,14 +56,14 @@ def test_cross_encoder_as_base_model(cross_encoder_dir, tmp_path):
 
 
 def test_truncated_documents_are_counted(base_version):
-    rt = OnnxReranker(base_version, max_length=32)
+    rt = VersionScorer(base_version, max_length=32)
     scored = rt.score("capital of France", ["Paris is the capital of France. " + "word " * 200, "short"])
     assert scored.truncated == 1
 
 
 def test_parity_failure_is_not_published_and_says_why(cross_encoder_dir, tmp_path):
     with pytest.raises(ExportError, match="spearman"):
-        build_version(str(cross_encoder_dir), tmp_path / "v", min_spearman=1.01)
+        build_version(str(cross_encoder_dir), tmp_path / "v", rule=ParityRule(min_spearman=1.01))
 
 
 @pytest.mark.parametrize("kind", ["cross-encoder", "bi-encoder"])
@@ -88,7 +87,7 @@ def test_openvino_engine_agrees_with_sentence_transformers(kind, cross_encoder_d
     model = (CrossEncoder(src, device="cpu", max_length=256) if kind == "cross-encoder"
              else SentenceTransformer(src, device="cpu"))
     reference = torch_scores(model, kind, pairs)
-    rt = OnnxReranker(vdir, threads=2, engine="openvino")
+    rt = VersionScorer(vdir, threads=2, engine="openvino")
     assert rt.engine == "openvino"
     got = onnx_scores(rt, pairs)
     assert spearmanr(reference, got).statistic >= 0.98
@@ -96,6 +95,6 @@ def test_openvino_engine_agrees_with_sentence_transformers(kind, cross_encoder_d
 
     for name in ("openvino_model.xml", "openvino_model.bin"):
         (vdir / name).unlink()
-    fallback = OnnxReranker(vdir, threads=2, engine="openvino")
+    fallback = VersionScorer(vdir, threads=2, engine="openvino")
     assert fallback.engine == "onnxruntime"
     assert spearmanr(reference, onnx_scores(fallback, pairs)).statistic >= 0.98

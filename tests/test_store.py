@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from state.db import Passage
+from state.settings import Settings
 from state.store import ImpressionEvent, InvalidClick, ShownPassage, Store, UnknownRequest
 
 PG_URL = os.environ.get("RERANKER_TEST_PG_URL")
@@ -127,7 +128,7 @@ def test_concurrent_writers(store):
 def test_sqlite_uses_wal_and_settings_home(tmp_path, monkeypatch):
     monkeypatch.setenv("RERANKER_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("RERANKER_DB_URL", raising=False)
-    s = Store()
+    s = Store(Settings().database_url)
     assert (tmp_path / "home" / "reranker.db").exists()
     with s.engine.connect() as c:
         assert c.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
@@ -137,6 +138,6 @@ def test_sqlite_uses_wal_and_settings_home(tmp_path, monkeypatch):
 @pytest.mark.skipif(not PG_URL, reason="RERANKER_TEST_PG_URL is not set: run .ci/postgres.sh and export its URL")
 def test_db_url_selects_postgresql(monkeypatch):
     monkeypatch.setenv("RERANKER_DB_URL", PG_URL)
-    s = Store()
+    s = Store(Settings().database_url)
     assert s.engine.dialect.name == "postgresql"
     s.close()

@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from serving.runtime import OnnxReranker
+from scoring.scorer import VersionScorer
 from state.registry import Registry
+from state.settings import Settings
 from training.config import TrainConfig
 from training.pipeline import DataSpec, run
 
@@ -20,7 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 TINY = dict(max_queries=16, epochs=1, batch_size=8, max_length=96, negatives_per_query=1, random_negatives=1,
             eval_k=10, dev_fraction=0.25, threads=2,
             # ms/pair depends on how loaded the shared CPU is; the gate is still computed and reported
-            max_ms_per_pair=1e6)
+            # (absolute limit only: no base model is built in these tests' fresh homes)
+            max_ms_per_pair=1e6, max_ms_ratio_to_base=None)
 
 
 class Recorder:
@@ -38,12 +40,13 @@ class Recorder:
 
 
 def test_default_recipe_trains_exports_and_publishes(tmp_path):
-    reg = Registry(tmp_path / "models")
+    settings = Settings(home=tmp_path)
+    reg = Registry(settings.registry_root)
     rec = Recorder()
     # min_gain -1: this checks the machinery (train -> export -> gates -> publish), not quality,
     # which 12 training queries cannot show; the quality gate itself is tested below.
     cfg = TrainConfig(min_gain=-1.0, **TINY)  # auto: bi-encoder base -> fine-tuned bi-encoder
-    out = run("scifact", DataSpec(beir=str(SCIFACT)), cfg, reg, activate=True, reporter=rec)
+    out = run("scifact", DataSpec(beir=str(SCIFACT)), cfg, settings, activate=True, reporter=rec)
     assert out["model_id"] == "scifact@v1" and reg.active_version("scifact") == "v1"
     assert rec.stages == ["load", "negatives", "train", "evaluate", "export", "gates", "publish"]
     assert any(t > 0 and d == t for d, t in rec.steps)
@@ -54,7 +57,7 @@ def test_default_recipe_trains_exports_and_publishes(tmp_path):
     assert set(man["evaluation"]) >= {"bm25", "base", "candidate"} and "ndcg@10" in man["evaluation"]["candidate"]
     assert man["trained_from"]["sources"]["beir"]["split"] == "train"
     reg.verify("scifact", "v1")
-    scored = OnnxReranker(reg.version_dir("scifact", "v1")).score(
+    scored = VersionScorer(reg.version_dir("scifact", "v1")).score(
         "aspirin lowers heart attack risk", ["Aspirin reduced myocardial infarction.", "Bone density in mice."])
     assert scored.scores.shape == (2,) and ((scored.scores > 0) & (scored.scores < 1)).all()
     assert not list((tmp_path / "models" / "scifact" / ".staging").iterdir())

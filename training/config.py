@@ -33,9 +33,8 @@ class TrainConfig:
     # gates
     min_gain: float = 0.0
     max_ms_per_pair: float = 20.0
-    # 20 ms/pair was set on an AVX-512/AMX Xeon; on the AVX2-only EPYC some of our machines are, even the
-    # base MiniLM took 60-90 with onnxruntime (an AVX-512-VNNI EPYC: ~15, OpenVINO ~7).
-    # So the latency gate also passes a candidate no slower than this factor x the served base model,
+    # CPUs differ a lot (on an AVX2-only one even the base MiniLM misses 20 ms/pair: benchmarks/README.md),
+    # so the latency gate also passes a candidate no slower than this factor x the served base model,
     # measured in the same process right after the candidate (None: the absolute limit alone).
     max_ms_ratio_to_base: float | None = 1.5
     max_size_bytes: int = 1_000_000_000

@@ -8,7 +8,7 @@ import numpy as np
 from training.metrics import score_run
 
 if TYPE_CHECKING:
-    from serving.runtime import Engine
+    from scoring.files import Engine
 
 Scorer = Callable[[str, list[str]], np.ndarray]  # (query, passages) -> scores
 
@@ -32,11 +32,12 @@ def torch_scorer(model: object, kind: str, batch_size: int = 32) -> Scorer:
     return score_bi
 
 
-def onnx_scorer(version_dir: str, threads: int = 1, engine: Engine = "onnxruntime") -> Scorer:
-    from serving.runtime import OnnxReranker
+def version_scorer(version_dir: str, threads: int = 1, engine: Engine = "onnxruntime") -> Scorer:
+    """A published version, scored as served (torch-free)."""
+    from scoring.scorer import VersionScorer
 
-    runtime = OnnxReranker(version_dir, threads=threads, engine=engine)
-    return lambda q, docs: runtime.score(q, docs).scores
+    scorer = VersionScorer(version_dir, threads=threads, engine=engine)
+    return lambda q, docs: scorer.score(q, docs).scores
 
 
 def rerank(scorer: Scorer, queries: dict[str, str], candidates: dict[str, dict[str, float]],

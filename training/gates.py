@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from exporters.checks import MIN_SPEARMAN
 from training.config import TrainConfig
 
 
@@ -26,9 +27,14 @@ def export_gates(manifest: dict[str, Any], cfg: TrainConfig, base_ms: float | No
     ms = float(manifest.get("ms_per_pair_256", float("inf")))
     size = int(manifest.get("size_bytes", 0))
     limit = latency_limit(cfg, base_ms)
-    return [gate("parity", par.get("spearman"), 0.98, ">=", bool(par.get("passed"))),
+    return [gate("parity", par.get("spearman"), MIN_SPEARMAN, ">=", bool(par.get("passed"))),
             gate("latency_ms_per_pair", round(ms, 2), limit, "<=", ms <= limit) | {"base_ms_per_pair": base_ms},
             gate("size_bytes", size, cfg.max_size_bytes, "<=", size <= cfg.max_size_bytes)]
+
+
+def parity_failed(error: str) -> dict[str, Any]:
+    """The parity gate of an export that failed every quantization recipe."""
+    return gate("parity", None, MIN_SPEARMAN, ">=", False) | {"error": error}
 
 
 def failed(gates: list[dict[str, Any]]) -> list[str]:

@@ -14,7 +14,6 @@ import traceback
 from typing import Any
 
 from state.jobs import JobCancelled, JobStore
-from state.registry import Registry
 from state.settings import Settings
 from training.config import TrainConfig
 from training.pipeline import DataSpec, GateFailed, Reporter, run
@@ -44,8 +43,7 @@ class JobReporter(Reporter):
         self.store.update(self.job_id, **fields)
 
 
-def run_job(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
-    settings = settings or Settings()
+def run_job(job_id: str, settings: Settings) -> dict[str, Any]:
     store = JobStore(settings.home)
     record = store.get(job_id)
     if record["status"] != "queued":
@@ -55,8 +53,8 @@ def run_job(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
     try:
         cfg = TrainConfig.from_dict({"base_model": settings.base_model, **record["config"].get("train", {})})
         spec = DataSpec.from_dict(record["config"].get("data", {}))
-        out = run(record["domain"], spec, cfg, Registry(settings.registry_root),
-                  activate=bool(record["config"].get("activate")), reporter=rep, db_url=settings.database_url)
+        out = run(record["domain"], spec, cfg, settings, activate=bool(record["config"].get("activate")),
+                  reporter=rep)
         return store.update(job_id, status="succeeded", stage="done", version=out["model_id"],
                             metrics=out["metrics"], gates=out["gates"], sources=out["sources"])
     except JobCancelled:
@@ -74,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    rec = run_job(a.job_id)
+    rec = run_job(a.job_id, Settings())  # the launcher passed the service's settings in the environment
     print(f"job {a.job_id}: {rec['status']} {rec.get('version') or rec.get('error') or ''}")
     return 0 if rec["status"] == "succeeded" else 1
 

@@ -15,9 +15,10 @@ from typing import Any
 
 from exporters.build import ExportError, build_version
 from exporters.checks import Pair
-from exporters.source import load, resolve
+from exporters.source import ModelSource, load, resolve
+from state.ids import model_id
 from state.registry import Registry
-from state.settings import get_settings
+from state.settings import Settings
 from training import gates as G
 from training.bm25 import BM25Index
 from training.config import TrainConfig
@@ -25,9 +26,6 @@ from training.evaluate import evaluate_systems, torch_scorer
 from training.examples import Example, SourceError
 from training.negatives import add_negatives
 from training.splits import split, subset
-
-STAGES = ("load", "negatives", "train", "evaluate", "export", "gates", "publish")
-
 
 class GateFailed(Exception):
     def __init__(self, gates: list[dict[str, Any]]):
@@ -57,7 +55,7 @@ class Reporter:
     def update(self, **fields: Any) -> None: ...
 
 
-def load_sources(spec: DataSpec, domain: str, db_url: str | None = None) -> tuple[list[Example], dict, dict]:
+def load_sources(spec: DataSpec, domain: str, db_url: str) -> tuple[list[Example], dict, dict]:
     """All examples, per-source stats, and the corpus (doc id -> text) negatives are mined from."""
     from training.sources.beir import beir_examples, load_beir
     from training.sources.labels import load_labels
@@ -131,25 +129,32 @@ def _heldout(examples: list[Example], spec: DataSpec, cfg: TrainConfig, corpus: 
     return train, queries, qrels, cands
 
 
-def base_ms_per_pair(registry: Registry, cfg: TrainConfig) -> float | None:
+@dataclass
+class Prepared:
+    """What training and evaluation work on: training examples (with negatives) and the held-out set."""
+    train: list[Example]
+    queries: dict[str, str]  # held-out query id -> text
+    qrels: dict[str, dict[str, int]]
+    candidates: dict[str, dict[str, float]]  # held-out query id -> first-stage top-k {doc id: score}
+    corpus: dict[str, str]
+    stats: dict[str, Any]
+    source: ModelSource  # the base model
+
+
+def base_ms_per_pair(settings: Settings, cfg: TrainConfig) -> float | None:
     """The served base model's ms/pair, measured now, under the same machine load as the candidate."""
     if cfg.max_ms_ratio_to_base is None:
         return None
     from exporters.base_model import ensure_base
     from exporters.checks import ms_per_pair
-    from serving.runtime import OnnxReranker
+    from scoring.scorer import VersionScorer
 
-    s = get_settings()
-    base = ensure_base(registry, s.base_model, cfg.max_length, s.intra_op_threads)
-    return ms_per_pair(OnnxReranker(base, threads=1, max_length=cfg.max_length))
+    return ms_per_pair(VersionScorer(ensure_base(settings), threads=1, max_length=cfg.max_length))
 
 
-def run(domain: str, spec: DataSpec, cfg: TrainConfig, registry: Registry, *, activate: bool = False,
-        reporter: Reporter | None = None, db_url: str | None = None) -> dict[str, Any]:
-    rep = reporter or Reporter()
-    t_start = time.time()
+def prepare(domain: str, spec: DataSpec, cfg: TrainConfig, settings: Settings, rep: Reporter) -> Prepared:
     rep.stage("load")
-    examples, stats, corpus = load_sources(spec, domain, db_url)
+    examples, stats, corpus = load_sources(spec, domain, settings.database_url)
     if cfg.max_queries:
         keep = set(subset(sorted({e.query_id for e in examples}), cfg.max_queries, cfg.seed))
         examples = [e for e in examples if e.query_id in keep]
@@ -158,65 +163,90 @@ def run(domain: str, spec: DataSpec, cfg: TrainConfig, registry: Registry, *, ac
     rep.update(sources=stats)
     rep.stage("negatives")
     src = resolve(cfg.base_model)
-    train, neg_stats = add_negatives(train, corpus, per_query=cfg.negatives_per_query, source=cfg.negative_source,
-                                     rank_range=cfg.negative_range, random_count=cfg.random_negatives,
-                                     base_model=load(src, cfg.max_length) if cfg.negative_source != "bm25" and
-                                     src.kind == "bi-encoder" else None, seed=cfg.seed, index=index)
-    stats["negatives"] = neg_stats
+    miner = load(src, cfg.max_length) if cfg.negative_source != "bm25" and src.kind == "bi-encoder" else None
+    train, stats["negatives"] = add_negatives(
+        train, corpus, per_query=cfg.negatives_per_query, source=cfg.negative_source, rank_range=cfg.negative_range,
+        random_count=cfg.random_negatives, base_model=miner, seed=cfg.seed, index=index)
     rep.update(sources=stats)
+    return Prepared(train, queries, qrels, cands, corpus, stats, src)
+
+
+def fine_tune(data: Prepared, cfg: TrainConfig, rep: Reporter) -> tuple[Any, str, float]:
+    """(trained model, its kind, seconds)."""
     rep.stage("train")
+    src = data.source
     kind = src.kind if cfg.model_kind == "auto" else cfg.model_kind
     t0 = time.time()
     if kind == "bi-encoder":
         from training.finetune import train_bi_encoder
 
-        model = train_bi_encoder(src.path, train, cfg, progress=rep.progress)
+        model = train_bi_encoder(src.path, data.train, cfg, progress=rep.progress)
     else:
         from training.finetune import load_cross_encoder, train_cross_encoder
 
         model = load_cross_encoder(src.kind, src.path, cfg.max_length)
-        model = train_cross_encoder(model, train, cfg, new_head=src.kind != "cross-encoder", progress=rep.progress)
-    train_s = time.time() - t0
+        model = train_cross_encoder(model, data.train, cfg, new_head=src.kind != "cross-encoder",
+                                    progress=rep.progress)
+    return model, kind, time.time() - t0
+
+
+def evaluate(data: Prepared, model: Any, kind: str, cfg: TrainConfig, spec: DataSpec, rep: Reporter) -> dict:
+    """bm25, base and candidate on the same held-out candidates."""
     rep.stage("evaluate")
-    base = load(src, cfg.max_length)
-    metrics = evaluate_systems({"bm25": None, "base": torch_scorer(base, src.kind),
-                                "candidate": torch_scorer(model, kind)}, queries, qrels, cands, corpus, cfg.eval_k,
-                               progress=lambda name, d, t: rep.progress(d, t))
-    metrics["eval"] = {"queries": len(queries), "k": cfg.eval_k,
+    base = load(data.source, cfg.max_length)
+    metrics = evaluate_systems({"bm25": None, "base": torch_scorer(base, data.source.kind),
+                                "candidate": torch_scorer(model, kind)}, data.queries, data.qrels, data.candidates,
+                               data.corpus, cfg.eval_k, progress=lambda name, d, t: rep.progress(d, t))
+    metrics["eval"] = {"queries": len(data.queries), "k": cfg.eval_k,
                        "split": spec.eval_split or f"dev {cfg.dev_fraction:.0%} of training queries (seed {cfg.seed})"}
-    metrics["train_seconds"] = round(train_s, 1)
-    metrics["train_pairs"] = len(train)
+    metrics["train_pairs"] = len(data.train)
+    return metrics
+
+
+def export_gate_publish(domain: str, model: Any, data: Prepared, metrics: dict, quality: dict, cfg: TrainConfig,
+                        settings: Settings, rep: Reporter, activate: bool) -> tuple[str, list]:
+    """Export into a staging dir, run the export gates, publish only if every gate passed."""
+    rep.stage("export")
+    registry = Registry(settings.registry_root)
+    staged = registry.stage(domain)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save(tmp)
+            pairs = [Pair(data.queries[q], data.corpus[d], float(data.qrels[q].get(d, 0)), q)
+                     for q in list(data.queries)[:60] for d in list(data.candidates[q])[:10]]
+            trained_from = {"base_model": cfg.base_model, "sources": data.stats, "config": cfg.to_dict()}
+            try:
+                manifest = build_version(tmp, staged, max_length=cfg.max_length, pairs=pairs,
+                                         openvino=settings.builds_openvino,
+                                         progress=lambda s, d, t: rep.progress(d, t),
+                                         extra={"trained_from": trained_from, "evaluation": metrics})
+                gates = [quality] + G.export_gates(manifest, cfg, base_ms_per_pair(settings, cfg))
+            except ExportError as e:
+                gates = [quality, G.parity_failed(str(e))]
+        rep.stage("gates")
+        rep.update(gates=gates)
+        if G.failed(gates):
+            raise GateFailed(gates)
+        manifest["gates"] = gates
+        manifest["source_model"] = cfg.base_model
+        rep.stage("publish")
+        return registry.publish(domain, staged, manifest, activate=activate), gates
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def run(domain: str, spec: DataSpec, cfg: TrainConfig, settings: Settings, *,
+        activate: bool = False, reporter: Reporter | None = None) -> dict[str, Any]:
+    rep = reporter or Reporter()
+    t_start = time.time()
+    data = prepare(domain, spec, cfg, settings, rep)
+    model, kind, train_s = fine_tune(data, cfg, rep)
+    metrics = evaluate(data, model, kind, cfg, spec, rep) | {"train_seconds": round(train_s, 1)}
     rep.update(metrics=metrics)
     quality = G.quality_gate(metrics["base"]["ndcg@10"], metrics["candidate"]["ndcg@10"], cfg.min_gain)
     rep.update(gates=[quality])
     if not quality["passed"]:  # do not spend minutes exporting a model that cannot be published
         raise GateFailed([quality])
-    rep.stage("export")
-    staged = registry.stage(domain)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            model.save(tmp)
-            pairs = [Pair(queries[q], corpus[d], float(qrels[q].get(d, 0)), q)
-                     for q in list(queries)[:60] for d in list(cands[q])[:10]]
-            try:
-                manifest = build_version(tmp, staged, max_length=cfg.max_length, pairs=pairs,
-                                         openvino=get_settings().builds_openvino,
-                                         progress=lambda s, d, t: rep.progress(d, t),
-                                         extra={"trained_from": {"base_model": cfg.base_model, "sources": stats,
-                                                                 "config": cfg.to_dict()},
-                                                "evaluation": metrics})
-                all_gates = [quality] + G.export_gates(manifest, cfg, base_ms_per_pair(registry, cfg))
-            except ExportError as e:
-                all_gates = [quality, G.gate("parity", None, 0.98, ">=", False) | {"error": str(e)}]
-        rep.stage("gates")
-        rep.update(gates=all_gates)
-        if G.failed(all_gates):
-            raise GateFailed(all_gates)
-        manifest["gates"] = all_gates
-        manifest["source_model"] = cfg.base_model
-        rep.stage("publish")
-        version = registry.publish(domain, staged, manifest, activate=activate)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
-    return {"version": version, "model_id": f"{domain}@{version}", "metrics": metrics, "gates": all_gates,
-            "sources": stats, "seconds": round(time.time() - t_start, 1)}
+    version, gates = export_gate_publish(domain, model, data, metrics, quality, cfg, settings, rep, activate)
+    return {"version": version, "model_id": model_id(domain, version), "metrics": metrics, "gates": gates,
+            "sources": data.stats, "seconds": round(time.time() - t_start, 1)}

@@ -27,6 +27,7 @@ def cli(args: list[str], env: dict[str, str]) -> dict:
 
 def from_manifest(home: Path) -> dict:
     """The train part of a result, from the active version's manifest (what the job recorded)."""
+    from state.ids import model_id
     from state.registry import Registry
 
     reg = Registry(home / "models")
@@ -34,7 +35,7 @@ def from_manifest(home: Path) -> dict:
     if not version:
         raise SystemExit(f"no active scifact model in {home}")
     man = reg.manifest("scifact", version)
-    return {"published": True, "version": version, "model_id": f"scifact@{version}", "metrics": man["evaluation"],
+    return {"published": True, "version": version, "model_id": model_id("scifact", version), "metrics": man["evaluation"],
             "gates": man["gates"], "sources": man["trained_from"]["sources"], "openvino": man.get("openvino"),
             "quantization": man.get("quantization")}
 
@@ -63,7 +64,7 @@ def plot(result: dict, path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--beir", default=str(ROOT.parent / "shared" / "data" / "scifact"))
-    p.add_argument("--home", default="/tmp/reranker_quality_home")
+    p.add_argument("--home", default=str(ROOT / "var" / "quality-scifact"), help="RERANKER_HOME of the run")
     p.add_argument("--k", type=int, default=30)
     p.add_argument("--config", default="{}", help="training options as JSON")
     p.add_argument("--evaluate-only", action="store_true",

@@ -7,30 +7,14 @@ still finds it. Store calls are synchronous: they run in a worker thread.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from serving.protocol import ABReport, DomainPath, FeedbackIn, FeedbackOut, errors
 from state.ab_report import ab_report
-from state.ids import InvalidId, validate_domain
 from state.store import InvalidClick, Store, UnknownRequest
 
-router = APIRouter()
-
-
-class FeedbackIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    request_id: str = Field(min_length=1, max_length=64, description="The `id` of a rerank response.")
-    # Strict: 3 is a document index, "3" is a document id; no silent coercion between them.
-    clicked: list[StrictInt | StrictStr] = Field(min_length=1, max_length=1000,
-                                                 description="Clicked documents: indices in the request's "
-                                                             "documents list, or document ids.")
-
-
-class FeedbackOut(BaseModel):
-    request_id: str
-    clicked: list[int]  # every index clicked for this request so far (repeats are no-ops)
+router = APIRouter(tags=["feedback"])
 
 
 def _store(request: Request) -> Store:
@@ -54,7 +38,7 @@ async def _wait_for_impression(request: Request, store: Store, request_id: str) 
         await asyncio.sleep(delay * 2 + 0.05)
 
 
-@router.post("/v1/feedback", response_model=FeedbackOut)
+@router.post("/v1/feedback", response_model=FeedbackOut, responses=errors(404, 422))
 async def feedback(body: FeedbackIn, request: Request) -> FeedbackOut:
     store = _store(request)
     await _wait_for_impression(request, store, body.request_id)
@@ -67,12 +51,8 @@ async def feedback(body: FeedbackIn, request: Request) -> FeedbackOut:
     return FeedbackOut(**out)
 
 
-@router.get("/v1/domains/{domain}/ab")
-async def domain_ab(domain: str, request: Request,
+@router.get("/v1/domains/{domain}/ab", response_model=ABReport, responses=errors(422))
+async def domain_ab(domain: DomainPath, request: Request,
                     since: float | None = Query(None, description="Only impressions at/after this unix time.")
-                    ) -> dict[str, Any]:
-    try:
-        validate_domain(domain)
-    except InvalidId as e:
-        raise HTTPException(422, f"domain: {e}") from e
-    return await asyncio.to_thread(ab_report, _store(request), domain, since)
+                    ) -> ABReport:
+    return ABReport(**await asyncio.to_thread(ab_report, _store(request), domain, since))

@@ -3,59 +3,59 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from scoring.scorer import load_check
 from serving.auth import require_admin
-from serving.protocol import DomainConfigUpdate, PromoteRequest
-from serving.runtime import OnnxReranker
+from serving.protocol import (ActiveVersion, Deleted, DomainConfigUpdate, DomainInfo, DomainList, DomainPath,
+                              PromoteRequest, Published, errors)
 from serving.upload import UnsafeArchive, extract_version_archive
-from state.ids import validate_domain
+from state.ids import model_id
 from state.registry import Registry
-from state.settings import get_settings
 
 router = APIRouter(prefix="/v1/domains", tags=["models"])
+ADMIN = [Depends(require_admin)]
 
 
 def _registry(request: Request) -> Registry:
     return request.app.state.registry
 
 
-def load_check(version_dir: Path) -> None:
-    """A version must load and score with the engine the pool will serve it with before it can serve
-    (raises on any problem; the other engine's files are still covered by the sha256 check)."""
-    OnnxReranker(version_dir, threads=1, engine=get_settings().engine).score("check", ["check"])
+def _check(request: Request):
+    """The load check with the engine the pool will serve versions with."""
+    return partial(load_check, engine=request.app.state.settings.engine)
 
 
 def _changed(request: Request, domain: str) -> None:
     request.app.state.service.invalidate(domain)
 
 
-@router.get("")
-async def list_domains(request: Request) -> dict:
+@router.get("", response_model=DomainList)
+async def list_domains(request: Request) -> DomainList:
     reg = _registry(request)
-    return {"domains": [reg.describe(d) for d in reg.domains()]}
+    return DomainList(domains=[reg.describe(d) for d in reg.domains()])
 
 
-@router.get("/{domain}")
-async def get_domain(domain: str, request: Request) -> dict:
-    return _registry(request).describe(validate_domain(domain))
+@router.get("/{domain}", response_model=DomainInfo, responses=errors(404, 422))
+async def get_domain(domain: DomainPath, request: Request) -> DomainInfo:
+    return DomainInfo(**_registry(request).describe(domain))
 
 
-@router.put("/{domain}", dependencies=[Depends(require_admin)])
-async def update_domain(domain: str, body: DomainConfigUpdate, request: Request) -> dict:
-    reg = _registry(request)
-    out = reg.update_config(validate_domain(domain), ab_split=body.ab_split)
+@router.put("/{domain}", response_model=DomainInfo, dependencies=ADMIN, responses=errors(401, 403, 409, 422))
+async def update_domain(domain: DomainPath, body: DomainConfigUpdate, request: Request) -> DomainInfo:
+    out = _registry(request).update_config(domain, ab_split=body.ab_split)
     _changed(request, domain)
-    return out
+    return DomainInfo(**out)
 
 
-@router.post("/{domain}/versions", status_code=201, dependencies=[Depends(require_admin)])
-async def upload_version(domain: str, request: Request, activate: bool = Query(False)) -> dict:
+@router.post("/{domain}/versions", status_code=201, response_model=Published, dependencies=ADMIN,
+             responses=errors(400, 401, 403, 413, 422))
+async def upload_version(domain: DomainPath, request: Request, activate: bool = Query(False)) -> Published:
     """Body: a tar.gz of a version directory (model.onnx, tokenizer.json, manifest.json, ...)."""
     reg = _registry(request)
-    validate_domain(domain)
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "upload.tar.gz"
         with open(archive, "wb") as f:
@@ -66,31 +66,33 @@ async def upload_version(domain: str, request: Request, activate: bool = Query(F
         except UnsafeArchive as e:
             raise HTTPException(400, f"upload refused: {e}") from e
         try:
-            version = await asyncio.to_thread(reg.publish_dir, domain, root, activate, load_check)
+            version = await asyncio.to_thread(reg.publish_dir, domain, root, activate, _check(request))
         except Exception as e:  # noqa: BLE001 - bad manifest, unloadable graph: the upload's fault
             raise HTTPException(400, f"upload refused: {e}") from e
     _changed(request, domain)
-    return {"domain": domain, "version": version, "model_id": f"{domain}@{version}",
-            "status": "active" if activate else "candidate"}
+    return Published(domain=domain, version=version, model_id=model_id(domain, version),
+                     status="active" if activate else "candidate")
 
 
-@router.post("/{domain}/promote", dependencies=[Depends(require_admin)])
-async def promote(domain: str, body: PromoteRequest, request: Request) -> dict:
-    reg = _registry(request)
-    name = await asyncio.to_thread(reg.promote, validate_domain(domain), body.version, load_check)
+@router.post("/{domain}/promote", response_model=ActiveVersion, dependencies=ADMIN,
+             responses=errors(401, 403, 404, 409, 422))
+async def promote(domain: DomainPath, body: PromoteRequest, request: Request) -> ActiveVersion:
+    name = await asyncio.to_thread(_registry(request).promote, domain, body.version, _check(request))
     _changed(request, domain)
-    return {"domain": domain, "active": name, "model_id": f"{domain}@{name}"}
+    return ActiveVersion(domain=domain, active=name, model_id=model_id(domain, name))
 
 
-@router.post("/{domain}/rollback", dependencies=[Depends(require_admin)])
-async def rollback(domain: str, request: Request) -> dict:
-    name = _registry(request).rollback(validate_domain(domain))
+@router.post("/{domain}/rollback", response_model=ActiveVersion, dependencies=ADMIN,
+             responses=errors(401, 403, 404, 409, 422))
+async def rollback(domain: DomainPath, request: Request) -> ActiveVersion:
+    name = _registry(request).rollback(domain)
     _changed(request, domain)
-    return {"domain": domain, "active": name, "model_id": f"{domain}@{name}"}
+    return ActiveVersion(domain=domain, active=name, model_id=model_id(domain, name))
 
 
-@router.delete("/{domain}/versions/{version}", dependencies=[Depends(require_admin)])
-async def delete_version(domain: str, version: str, request: Request) -> dict:
-    _registry(request).delete_version(validate_domain(domain), version)
+@router.delete("/{domain}/versions/{version}", response_model=Deleted, dependencies=ADMIN,
+               responses=errors(401, 403, 404, 409, 422))
+async def delete_version(domain: DomainPath, version: str, request: Request) -> Deleted:
+    _registry(request).delete_version(domain, version)
     _changed(request, domain)
-    return {"domain": domain, "deleted": version}
+    return Deleted(domain=domain, deleted=version)

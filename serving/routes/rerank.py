@@ -4,11 +4,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from serving import metrics
-from serving.protocol import RerankRequest, RerankResponse
+from serving import ab, metrics
+from serving.protocol import DomainQuery, RerankRequest, RerankResponse, errors
 from serving.rerank_service import BadRequest, RerankService
 from state.ids import BASE_MODEL_ID
 
@@ -19,27 +19,26 @@ def _service(request: Request) -> RerankService:
     return request.app.state.service
 
 
-@router.post("/rerank", response_model=RerankResponse, response_model_exclude_none=True)
-@router.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True)
-@router.post("/v2/rerank", response_model=RerankResponse, response_model_exclude_none=True)
-async def rerank(body: RerankRequest, request: Request, domain: str | None = Query(None),
+@router.post("/rerank", response_model=RerankResponse, response_model_exclude_none=True,
+             responses=errors(400, 413, 422))
+@router.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True,
+             responses=errors(400, 413, 422))
+@router.post("/v2/rerank", response_model=RerankResponse, response_model_exclude_none=True,
+             responses=errors(400, 413, 422))
+async def rerank(body: RerankRequest, request: Request, domain: DomainQuery = None,
                  x_user_id: str | None = Header(None), x_session_id: str | None = Header(None)) -> RerankResponse:
     service = _service(request)
     t0 = time.perf_counter()
-    name = domain or body.domain or "default"
+    d = service.resolve_domain(domain, body.domain)
     try:
-        d = service.resolve_domain(domain, body.domain)
-        response = await service.rerank(body, d, body.user_id or x_user_id or x_session_id)
+        response = await service.rerank(body, d, ab.user_key(body.user_id, x_user_id, x_session_id))
     except BadRequest as e:
-        metrics.ERRORS.labels(name[:64], str(e.status)).inc()
+        metrics.ERRORS.labels(d, str(e.status)).inc()
         raise
     except Exception:
-        metrics.ERRORS.labels(name[:64], "500").inc()
+        metrics.ERRORS.labels(d, "500").inc()
         raise
-    labels = (response.domain, response.variant, response.model)
-    metrics.REQUESTS.labels(*labels).inc()
-    metrics.LATENCY.labels(*labels).observe(time.perf_counter() - t0)
-    metrics.DOCUMENTS.labels(response.domain).observe(len(body.documents))
+    metrics.observe(response, time.perf_counter() - t0, len(body.documents))
     return response
 
 
@@ -48,7 +47,7 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "the base model does not answer"}})
 async def readyz(request: Request, response: Response) -> dict:
     """Ready only when the base model answers a real scoring call."""
     try:

@@ -1,9 +1,8 @@
-"""Torch-free scoring of (query, passage) pairs with a version directory.
+"""Scores (query, passages) with one published version directory.
 
 tokenizers + numpy + one inference engine, so a pool replica stays small and loads a model in well
 under a second: onnxruntime on `model.onnx` (dynamic int8, every version has it), or OpenVINO on
-`openvino_model.xml` (static int8, the service's default engine, built by the exporter when asked;
-~2.3x faster than onnxruntime on our AVX-512-VNNI EPYC, benchmarks/README.md).
+`openvino_model.xml` (static int8, the default engine, built by the exporter when it passes parity).
 """
 from __future__ import annotations
 
@@ -12,15 +11,14 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from scoring.engines import OnnxRuntimeEngine, OpenVinoEngine
+from scoring.files import MANIFEST, MODEL_ONNX, OPENVINO_XML, TOKENIZER, Engine
+
 log = logging.getLogger(__name__)
-Engine = Literal["onnxruntime", "openvino"]
-OPENVINO_XML = "openvino_model.xml"
 
 
 @dataclass
@@ -33,44 +31,13 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-class _OnnxRuntime:
-    def __init__(self, path: Path, threads: int):
-        opts = ort.SessionOptions()
-        # onnxruntime ignores OMP_NUM_THREADS and would spin a pool per session: pin it.
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        # The arena kept ~360 MB per model after a request (DESIGN.md); off keeps the LRU pool bounded.
-        opts.enable_cpu_mem_arena = False
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
-
-    def __call__(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(None, feed)[0]
-
-
-class _OpenVino:
-    def __init__(self, path: Path, threads: int):
-        import openvino as ov  # imported only where this engine is used
-
-        core = ov.Core()
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", {
-            "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
-        self.input_names = [i.get_any_name() for i in self.compiled.inputs]
-        self.output = self.compiled.outputs[0]
-
-    def __call__(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        # an infer request is not thread-safe and the pool scores from several threads: one per call
-        return self.compiled.create_infer_request().infer(feed)[self.output]
-
-
-class OnnxReranker:
+class VersionScorer:
     """One loaded version. Cross-encoders: sigmoid(logit). Bi-encoders: (cosine + 1) / 2."""
 
     def __init__(self, version_dir: Path | str, threads: int = 1, max_length: int = 256, batch_size: int = 16,
                  engine: Engine = "onnxruntime"):
         self.dir = Path(version_dir)
-        self.manifest = json.loads((self.dir / "manifest.json").read_text())
+        self.manifest = json.loads((self.dir / MANIFEST).read_text())
         self.kind = self.manifest["kind"]
         self.activation = self.manifest.get("activation", "sigmoid")
         self.max_length = min(max_length, int(self.manifest.get("max_length", max_length)))
@@ -81,10 +48,10 @@ class OnnxReranker:
             engine = "onnxruntime"
         self.engine: Engine = engine
         self.threads = threads
-        self._infer = (_OpenVino(self.dir / OPENVINO_XML, threads) if engine == "openvino"
-                       else _OnnxRuntime(self.dir / "model.onnx", threads))
+        self._infer = (OpenVinoEngine(self.dir / OPENVINO_XML, threads) if engine == "openvino"
+                       else OnnxRuntimeEngine(self.dir / MODEL_ONNX, threads))
         self.input_names = self._infer.input_names
-        self.tokenizer = Tokenizer.from_file(str(self.dir / "tokenizer.json"))
+        self.tokenizer = Tokenizer.from_file(str(self.dir / TOKENIZER))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         # Truncation is tokenizer state and the pool scores from several threads at once: without
@@ -163,3 +130,9 @@ class OnnxReranker:
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         cos = emb[1:] @ emb[0]
         return Scored(((cos + 1.0) / 2.0).astype(np.float32), truncated)
+
+
+def load_check(version_dir: Path | str, engine: Engine) -> None:
+    """A version must load and score with the engine that will serve it before it may serve; raises
+    on any problem (the other engine's files are covered by the registry's sha256 check)."""
+    VersionScorer(version_dir, threads=1, engine=engine).score("check", ["check"])
