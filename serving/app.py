@@ -27,8 +27,12 @@ def base_dir(settings: Settings) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def build_app(args: dict | None = None, settings: Settings | None = None) -> Application:
-    settings = settings or Settings()
+def build_app(args: dict) -> Application:
+    """What `serve run serve_config.yaml` calls (Serve passes the YAML's args): settings from RERANKER_*."""
+    return compose(Settings())
+
+
+def compose(settings: Settings) -> Application:
     settings.home.mkdir(parents=True, exist_ok=True)
     runtime_env = {"env_vars": {"HF_HUB_OFFLINE": "1"}}
     pool = pool_deployment(settings).options(

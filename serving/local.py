@@ -1,6 +1,6 @@
 """The app on a private local Ray, bound to loopback: what the tests and benchmarks start.
 
-`make serve` uses `serve run serve_config.yaml` instead; both deploy `serving.app.build_app`.
+`make serve` uses `serve run serve_config.yaml` instead; both deploy `serving.app.compose(settings)`.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from serving.app import build_app
+from serving.app import compose
 from state.settings import Settings
 
 APP_NAME = "reranker"
@@ -18,7 +18,7 @@ APP_NAME = "reranker"
 def deploy(settings: Settings) -> None:
     from ray import serve
 
-    serve.run(build_app(settings=settings), name=APP_NAME, route_prefix="/", blocking=False)
+    serve.run(compose(settings), name=APP_NAME, route_prefix="/", blocking=False)
 
 
 def start(settings: Settings, port: int, num_cpus: int = 4) -> str:
