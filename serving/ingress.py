@@ -14,8 +14,8 @@ from ray.serve.handle import DeploymentHandle
 from serving import errors, events
 from serving.pool import PoolClient
 from serving.rerank_service import RerankService, Scorer
-from serving.routes import feedback, jobs, models, rerank
-from state.registry import Registry
+from serving.routes import catalog, feedback, jobs, models, rerank, tei
+from state.registry import Registry, base_slug
 from state.settings import Settings
 
 
@@ -28,11 +28,12 @@ def create_app(settings: Settings, scorer: Scorer) -> FastAPI:
     logger = events.install(app, settings)  # app.state.store / app.state.events, drained on shutdown
     app.state.service = RerankService(registry, scorer, max_documents=settings.max_documents,
                                       default_split=settings.ab_split, cache_ttl=settings.registry_cache_ttl_s,
-                                      events=logger)
+                                      events=logger, base_dir=registry.base_dir(base_slug(settings)),
+                                      max_length=settings.max_length)
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body_bytes,
                        upload_max_bytes=settings.max_upload_bytes)
-    for r in (rerank.router, models.router, feedback.router, jobs.router):
+    for r in (rerank.router, catalog.router, tei.router, models.router, feedback.router, jobs.router):
         app.include_router(r)
     return app
 

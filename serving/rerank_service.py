@@ -1,20 +1,25 @@
 """The serving logic behind /rerank as a plain class: testable without HTTP or Ray."""
 from __future__ import annotations
 
+import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from serving import ab
+from scoring.files import MANIFEST
+from serving import ab, model_names
 from serving.ab import Arm
 from serving.protocol import DocumentIn, RerankRequest, RerankResponse, RerankResult
-from state.ids import BASE_MODEL_ID, InvalidId, validate_domain
+from state.ids import BASE_MODEL_ID, InvalidId, split_model_id, validate_domain
 from state.registry import Registry
 
 DEFAULT_DOMAIN = "default"
+DOCUMENTS_PER_SEARCH_UNIT = 100  # Cohere bills one search unit per query and up to 100 documents
 
 
 class Scorer(Protocol):
@@ -59,7 +64,10 @@ class RerankService:
     default_split: float = 0.5
     cache_ttl: float = 1.0
     events: Any = None  # serving.events.EventLogger (optional): log_rerank() per answered request
+    base_dir: Path | None = None  # the base model's version dir (its manifest says how it scores)
+    max_length: int = 256  # RERANKER_MAX_LENGTH: a version's own max_length may be lower
     _versions: ActiveVersionCache = field(init=False)
+    _manifests: dict[str, dict[str, Any]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._versions = ActiveVersionCache(self.registry, self.cache_ttl)
@@ -69,29 +77,57 @@ class RerankService:
         self._versions.invalidate(domain)
 
     # -- steps --------------------------------------------------------------------------------
-    def resolve_domain(self, query_domain: str | None, body_domain: str | None) -> str:
-        """?domain= wins over the body's domain field; neither means the default domain."""
-        domain = query_domain or body_domain or DEFAULT_DOMAIN
+    def resolve_domain(self, query_domain: str | None, body_domain: str | None, model: str | None = None) -> str:
+        """`model` (serving/model_names.py) and ?domain= (which wins over the body's domain field) must agree;
+        none of them means the default domain."""
+        try:
+            domain = model_names.choose_domain(model, query_domain or body_domain, DEFAULT_DOMAIN)
+        except model_names.ModelNameError as e:
+            raise BadRequest("model", str(e)) from e
         try:
             return validate_domain(domain)
         except InvalidId as e:
             raise BadRequest("domain", str(e)) from e
 
     def documents(self, req: RerankRequest) -> tuple[list[str], list[DocumentIn | None]]:
+        """The text scored for each document, and the document object (None for a plain string)."""
         if len(req.documents) > self.max_documents:
             raise BadRequest("documents", f"at most {self.max_documents} documents per request, got {len(req.documents)}")
         texts, objs = [], []
-        for d in req.documents:
-            if isinstance(d, DocumentIn):
-                texts.append(d.text)
-                objs.append(d)
+        for i, d in enumerate(req.documents):
+            obj = d if isinstance(d, DocumentIn) else None
+            if req.rank_fields:
+                text = _fields_text(obj.model_dump(exclude_none=True) if obj else {"text": d}, req.rank_fields)
+                if not text:
+                    raise BadRequest(f"documents.{i}", f"has none of the rank_fields {req.rank_fields}")
+            elif obj is not None and obj.text is None:
+                raise BadRequest(f"documents.{i}", "must be a string or an object with a 'text' string "
+                                                   "(or name the fields to rank on in rank_fields)")
             else:
-                texts.append(d)
-                objs.append(None)
+                text = obj.text if obj is not None else d
+            texts.append(text)
+            objs.append(obj)
         return texts, objs
 
+    def manifest(self, model_id: str) -> dict[str, Any]:
+        """manifest.json of the model that answered (`response.model`); versions never change once published."""
+        if model_id not in self._manifests:
+            if model_id == BASE_MODEL_ID:
+                if self.base_dir is None:
+                    raise RuntimeError("the base model's directory is not known to this service")
+                self._manifests[model_id] = json.loads((Path(self.base_dir) / MANIFEST).read_text())
+            else:
+                self._manifests[model_id] = self.registry.manifest(*split_model_id(model_id))
+        return self._manifests[model_id]
+
+    def input_length(self, model_id: str) -> int:
+        """Tokens the model reads per (query, document): the server's max_length or the version's, if lower."""
+        return min(self.max_length, int(self.manifest(model_id).get("max_length", self.max_length)))
+
     # -- the request --------------------------------------------------------------------------
-    async def rerank(self, req: RerankRequest, domain: str, user_key: str | None = None) -> RerankResponse:
+    async def rerank(self, req: RerankRequest, domain: str, user_key: str | None = None, api_version: str = "2",
+                     truncate: bool = True) -> RerankResponse:
+        """`truncate=False`: a document that does not fit the model's input is an error (413), not cut."""
         t0 = time.perf_counter()
         texts, objs = self.documents(req)
         arm = ab.choose(domain, self._versions.get(domain), user_key, self.default_split)
@@ -103,6 +139,10 @@ class RerankService:
             self._versions.invalidate(domain)  # the pool marked it failed; the registry moved on
             arm = Arm(ab.BASE, BASE_MODEL_ID, f"domain model {arm.model_id} failed to load: {e}"[:300])
             scores, truncated = await self.scorer.score(arm.model_id, req.query, texts)
+        if truncated and not truncate:
+            raise BadRequest("documents", f"{truncated} of {len(texts)} do not fit the model's input "
+                                          f"({self.input_length(arm.model_id)} tokens with the query); "
+                                          f"ask for truncation to cut them", status=413)
         order = np.argsort(-np.asarray(scores), kind="stable")
         if req.top_n is not None:
             order = order[: req.top_n]
@@ -113,7 +153,8 @@ class RerankService:
         ]
         latency_ms = (time.perf_counter() - t0) * 1000
         meta: dict[str, Any] = {"truncated_documents": truncated, "documents": len(texts),
-                                "latency_ms": round(latency_ms, 2)}
+                                "latency_ms": round(latency_ms, 2), "api_version": {"version": api_version},
+                                "billed_units": {"search_units": math.ceil(len(texts) / DOCUMENTS_PER_SEARCH_UNIT)}}
         if arm.reason:
             meta["reason"] = arm.reason
         response = RerankResponse(id=uuid.uuid4().hex, results=results, model=arm.model_id, domain=domain,
@@ -125,3 +166,14 @@ class RerankService:
 
 def _document(text: str, obj: DocumentIn | None) -> dict[str, Any]:
     return obj.model_dump(exclude_none=True) if obj is not None else {"text": text}
+
+
+def _fields_text(doc: dict[str, Any], fields: list[str]) -> str:
+    """Cohere v1's rank_fields: the named fields, in the order given, one 'field: value' line each
+    (fields a document lacks are skipped). A few lines of formatting: no library does exactly this."""
+    lines = []
+    for f in fields:
+        if doc.get(f) is not None:
+            v = doc[f]
+            lines.append(f"{f}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}")
+    return "\n".join(lines)

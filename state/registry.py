@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -25,8 +26,18 @@ from typing import Any, Callable, Iterator
 from scoring.files import MANIFEST, MODEL_ONNX
 from state.atomic import write_json_atomic
 from state.ids import InvalidId, model_id, parse_version, validate_domain, version_name
+from state.settings import Settings
 
 DOMAIN_FILE = "domain.json"
+
+
+def base_slug(settings: Settings) -> str:
+    """The base model's directory name under _base/ for (model, max_length, engine); cannot collide
+    with a domain id. Where the exporter builds the base and where serving finds its manifest."""
+    name = settings.base_model
+    clean = re.sub(r"[^a-zA-Z0-9_.-]+", "_", name)[-48:]
+    return (f"{clean}-{settings.max_length}{'-ov' if settings.builds_openvino else ''}-"
+            f"{hashlib.sha256(name.encode()).hexdigest()[:8]}")
 
 
 class RegistryError(Exception):
