@@ -16,6 +16,7 @@ from serving import ab, model_names
 from serving.ab import Arm
 from serving.protocol import DocumentIn, RerankRequest, RerankResponse, RerankResult
 from state.ids import BASE_MODEL_ID, InvalidId, split_model_id, validate_domain
+from state.ids import model_id as versioned_id
 from state.registry import Registry
 
 DEFAULT_DOMAIN = "default"
@@ -119,6 +120,11 @@ class RerankService:
             else:
                 self._manifests[model_id] = self.registry.manifest(*split_model_id(model_id))
         return self._manifests[model_id]
+
+    def domain_model(self, domain: str) -> str:
+        """The id of the domain's own model: its active version, else the base."""
+        active = (self._versions.get(domain) or {}).get("active")
+        return versioned_id(domain, active) if active else BASE_MODEL_ID
 
     def input_length(self, model_id: str) -> int:
         """Tokens the model reads per (query, document): the server's max_length or the version's, if lower."""

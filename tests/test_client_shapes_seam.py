@@ -197,7 +197,9 @@ def test_models_lists_the_domains_in_cohere_shape(client):
     assert list(by_name) == ["default", "half", "legal"]
     assert by_name["legal"]["finetuned"] is True and by_name["legal"]["active_version"] == "legal@v1"
     assert by_name["default"]["finetuned"] is False and by_name["default"]["default_endpoints"] == ["rerank"]
-    assert all(m["endpoints"] == ["rerank"] and m["context_length"] == 256 for m in body["models"])
+    assert all(m["endpoints"] == ["rerank"] for m in body["models"])
+    # the model that answers: legal@v1 (no max_length of its own: the server's 256), the base (128)
+    assert (by_name["legal"]["context_length"], by_name["default"]["context_length"]) == (256, 128)
     assert "next_page_token" not in body
 
 
@@ -275,3 +277,4 @@ def test_tei_info_says_reranker(client):
     info = client.get("/tei/legal/info").json()
     assert list(info["model_type"]) == ["reranker"] and info["model_id"] == "legal" and info["model_sha"] == "v1"
     assert info["max_client_batch_size"] == 5 and info["max_input_length"] == 256
+    assert client.get("/tei/nomodel/info").json()["max_input_length"] == 128  # the base's manifest

@@ -21,7 +21,7 @@ def _cards(request: Request) -> list[ModelCard]:
         cards.append(ModelCard(
             name=domain, domain=domain, finetuned=bool(active),
             default_endpoints=["rerank"] if domain == DEFAULT_DOMAIN else [],
-            context_length=service.max_length,
+            context_length=service.input_length(service.domain_model(domain)),
             active_version=f"{domain}@{active}" if active else None,
             ab_split=cfg.get("ab_split") if active else None))
     return cards

@@ -42,7 +42,8 @@ async def info(domain: DomainPath, request: Request) -> TeiInfo:
     settings = request.app.state.settings
     cfg = service.registry.config(domain) if service.registry.exists(domain) else {}
     # one relevance label, like a TEI reranker (a sequence-classification model with one class)
-    return TeiInfo(model_id=domain, model_sha=cfg.get("active"), max_input_length=service.max_length,
+    return TeiInfo(model_id=domain, model_sha=cfg.get("active"),
+                   max_input_length=service.input_length(service.domain_model(domain)),
                    model_type={"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}},
                    max_concurrent_requests=settings.pool_max_ongoing_requests * settings.pool_replicas,
                    max_batch_tokens=service.max_length * settings.batch_size,
