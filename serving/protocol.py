@@ -39,6 +39,10 @@ class RerankRequest(BaseModel):
     query: str = Field(description="The search query; must not be empty.")
     documents: list[str | DocumentIn] = Field(description="Passages to rerank: strings or {id?, text?, ...}.")
     top_n: int | None = Field(None, ge=1, description="Return only the best N results.")
+    max_tokens_per_doc: int | None = Field(
+        None, ge=1, description="Score each document over windows of the model's length up to this many of its "
+                                "tokens (default: the server's RERANKER_DOC_TOKENS, 4096; at most "
+                                "RERANKER_MAX_DOC_TOKENS). The document's score is its best window's.")
     return_documents: bool = False
     model: str | None = Field(None, description="A domain id or 'domain:<id>' selects that domain; a Cohere model id "
                                                 "(rerank-...) selects nothing (domain / ?domain= / default decide).")
@@ -66,7 +70,7 @@ class RerankRequest(BaseModel):
     @classmethod
     def _no_chunks(cls, v: int | None) -> int | None:
         if v is not None:
-            raise ValueError("not supported: long documents are cut to the model's length (meta.truncated_documents)")
+            raise ValueError("not supported: long documents are scored over windows up to max_tokens_per_doc")
         return v
 
     @field_validator("priority")
@@ -95,7 +99,8 @@ class BilledUnits(BaseModel):
 class RerankMeta(BaseModel):
     model_config = ConfigDict(extra="allow")
     documents: int
-    truncated_documents: int = Field(description="Documents cut to fit the model's input.")
+    windows: int = Field(description="Model inputs scored: one per window of every document.")
+    truncated_documents: int = Field(description="Documents cut at max_tokens_per_doc (TEI: at the model's length).")
     latency_ms: float
     reason: str | None = Field(None, description="Why the base answered a domain that has a model.")
     api_version: ApiVersion

@@ -5,27 +5,30 @@ import json
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from scoring.files import MANIFEST
+from scoring.scorer import Scored
 from serving import ab, model_names
 from serving.ab import Arm
 from serving.protocol import DocumentIn, RerankRequest, RerankResponse, RerankResult
 from state.ids import BASE_MODEL_ID, InvalidId, split_model_id, validate_domain
 from state.ids import model_id as versioned_id
-from state.registry import Registry
+from state.registry import Registry, base_slug
+from state.settings import Settings
 
 DEFAULT_DOMAIN = "default"
+Fit = Literal["windows", "truncate", "refuse"]
 DOCUMENTS_PER_SEARCH_UNIT = 100  # Cohere bills one search unit per query and up to 100 documents
 
 
 class Scorer(Protocol):
-    async def score(self, model_id: str, query: str, documents: list[str]) -> tuple[np.ndarray, int]:
-        """Relevance in 0..1 per document (input order) and how many documents were truncated."""
+    async def score(self, model_id: str, query: str, documents: list[str],
+                    max_tokens_per_doc: int | None = None, truncate: bool = False) -> Scored:
+        """Relevance in 0..1 per document (input order), with how many were cut and windows scored.
+        truncate: each document's first window only; `truncated` then counts those that did not fit."""
 
 
 class BadRequest(Exception):
@@ -57,21 +60,13 @@ class ActiveVersionCache:
             self._cache.pop(domain, None)
 
 
-@dataclass
 class RerankService:
-    registry: Registry
-    scorer: Scorer
-    max_documents: int = 1000
-    default_split: float = 0.5
-    cache_ttl: float = 1.0
-    events: Any = None  # serving.events.EventLogger (optional): log_rerank() per answered request
-    base_dir: Path | None = None  # the base model's version dir (its manifest says how it scores)
-    max_length: int = 256  # RERANKER_MAX_LENGTH: a version's own max_length may be lower
-    _versions: ActiveVersionCache = field(init=False)
-    _manifests: dict[str, dict[str, Any]] = field(init=False, default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self._versions = ActiveVersionCache(self.registry, self.cache_ttl)
+    def __init__(self, registry: Registry, scorer: Scorer, settings: Settings, events: Any = None):
+        """events: serving.events.EventLogger (optional): log_rerank() per answered request."""
+        self.registry, self.scorer, self.settings, self.events = registry, scorer, settings, events
+        self._versions = ActiveVersionCache(registry, settings.registry_cache_ttl_s)
+        self.base_dir = registry.base_dir(base_slug(settings))  # its manifest says how the base scores
+        self._manifests: dict[str, dict[str, Any]] = {}
 
     def invalidate(self, domain: str | None = None) -> None:
         """Forget the cached active version (after promote/rollback through this replica)."""
@@ -92,8 +87,12 @@ class RerankService:
 
     def documents(self, req: RerankRequest) -> tuple[list[str], list[DocumentIn | None]]:
         """The text scored for each document, and the document object (None for a plain string)."""
-        if len(req.documents) > self.max_documents:
-            raise BadRequest("documents", f"at most {self.max_documents} documents per request, got {len(req.documents)}")
+        limit = self.settings.max_documents
+        if len(req.documents) > limit:
+            raise BadRequest("documents", f"at most {limit} documents per request, got {len(req.documents)}")
+        if req.max_tokens_per_doc is not None and req.max_tokens_per_doc > self.settings.max_doc_tokens:
+            raise BadRequest("max_tokens_per_doc", f"at most {self.settings.max_doc_tokens} on this server, "
+                                                   f"got {req.max_tokens_per_doc}")
         texts, objs = [], []
         for i, d in enumerate(req.documents):
             obj = d if isinstance(d, DocumentIn) else None
@@ -114,9 +113,7 @@ class RerankService:
         """manifest.json of the model that answered (`response.model`); versions never change once published."""
         if model_id not in self._manifests:
             if model_id == BASE_MODEL_ID:
-                if self.base_dir is None:
-                    raise RuntimeError("the base model's directory is not known to this service")
-                self._manifests[model_id] = json.loads((Path(self.base_dir) / MANIFEST).read_text())
+                self._manifests[model_id] = json.loads((self.base_dir / MANIFEST).read_text())
             else:
                 self._manifests[model_id] = self.registry.manifest(*split_model_id(model_id))
         return self._manifests[model_id]
@@ -128,27 +125,33 @@ class RerankService:
 
     def input_length(self, model_id: str) -> int:
         """Tokens the model reads per (query, document): the server's max_length or the version's, if lower."""
-        return min(self.max_length, int(self.manifest(model_id).get("max_length", self.max_length)))
+        limit = self.settings.max_length
+        return min(limit, int(self.manifest(model_id).get("max_length", limit)))
 
     # -- the request --------------------------------------------------------------------------
     async def rerank(self, req: RerankRequest, domain: str, user_key: str | None = None, api_version: str = "2",
-                     truncate: bool = True) -> RerankResponse:
-        """`truncate=False`: a document that does not fit the model's input is an error (413), not cut."""
+                     fit: Fit = "windows") -> RerankResponse:
+        """fit: how a document longer than the model's input is scored: over windows up to
+        max_tokens_per_doc ("windows"), by its first window only ("truncate"), or not at all: an error
+        (413, "refuse"; TEI's truncate=false)."""
         t0 = time.perf_counter()
         texts, objs = self.documents(req)
-        arm = ab.choose(domain, self._versions.get(domain), user_key, self.default_split)
+        arm = ab.choose(domain, self._versions.get(domain), user_key, self.settings.ab_split)
         try:
-            scores, truncated = await self.scorer.score(arm.model_id, req.query, texts)
+            scored = await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc,
+                                             truncate=fit != "windows")
         except Exception as e:  # noqa: BLE001 - a broken domain model must not fail the request
             if arm.variant == ab.BASE:
                 raise
             self._versions.invalidate(domain)  # the pool marked it failed; the registry moved on
             arm = Arm(ab.BASE, BASE_MODEL_ID, f"domain model {arm.model_id} failed to load: {e}"[:300])
-            scores, truncated = await self.scorer.score(arm.model_id, req.query, texts)
-        if truncated and not truncate:
-            raise BadRequest("documents", f"{truncated} of {len(texts)} do not fit the model's input "
+            scored = await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc,
+                                             truncate=fit != "windows")
+        if fit == "refuse" and scored.truncated:
+            raise BadRequest("documents", f"{scored.truncated} of {len(texts)} do not fit the model's input "
                                           f"({self.input_length(arm.model_id)} tokens with the query); "
                                           f"ask for truncation to cut them", status=413)
+        scores = scored.scores
         order = np.argsort(-np.asarray(scores), kind="stable")
         if req.top_n is not None:
             order = order[: req.top_n]
@@ -158,8 +161,9 @@ class RerankService:
             for i in order
         ]
         latency_ms = (time.perf_counter() - t0) * 1000
-        meta: dict[str, Any] = {"truncated_documents": truncated, "documents": len(texts),
-                                "latency_ms": round(latency_ms, 2), "api_version": {"version": api_version},
+        meta: dict[str, Any] = {"documents": len(texts), "windows": scored.windows,
+                                "truncated_documents": scored.truncated, "latency_ms": round(latency_ms, 2),
+                                "api_version": {"version": api_version},
                                 "billed_units": {"search_units": math.ceil(len(texts) / DOCUMENTS_PER_SEARCH_UNIT)}}
         if arm.reason:
             meta["reason"] = arm.reason

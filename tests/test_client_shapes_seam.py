@@ -17,18 +17,22 @@ from test_app_seam import DOCS, TOKEN, WordOverlap, publish_fake
 
 
 class RecordingOverlap(WordOverlap):
-    """WordOverlap that keeps the texts it scored and, like the real scorer, counts documents longer
-    than `max_words` as truncated."""
+    """WordOverlap that keeps the texts it scored and, like the real scorer asked to truncate, counts
+    documents longer than `max_words` (its "window") as truncated."""
 
     def __init__(self, broken=(), max_words: int = 1000):
         super().__init__(broken)
         self.texts: list[list[str]] = []
+        self.truncates: list[bool] = []
         self.max_words = max_words
 
-    async def score(self, model_id, query, documents):
-        scores, _ = await super().score(model_id, query, documents)
+    async def score(self, model_id, query, documents, max_tokens_per_doc=None, truncate=False):
+        scored = await super().score(model_id, query, documents, max_tokens_per_doc)
         self.texts.append(list(documents))
-        return scores, sum(len(d.split()) > self.max_words for d in documents)
+        self.truncates.append(truncate)
+        if truncate:
+            scored.truncated = sum(len(d.split()) > self.max_words for d in documents)
+        return scored
 
 
 def make_app(tmp_path, **overrides):
@@ -135,16 +139,19 @@ def test_options_not_honoured_are_refused_naming_them(client, scorer, body, fiel
     assert scorer.calls == []
 
 
-def test_unset_cohere_options_are_accepted(client):
+def test_unset_cohere_options_are_accepted(client, scorer):
     # what the SDKs send when the caller leaves an option out (null) or at Cohere's default
     r = rerank(client, "/v2/rerank", model="rerank-v3.5", top_n=None, max_chunks_per_doc=None, priority=0,
-               rank_fields=None)
+               rank_fields=None, max_tokens_per_doc=None)
     assert r.status_code == 200, r.text
+    assert rerank(client, "/v2/rerank", max_tokens_per_doc=512).status_code == 200
+    assert scorer.caps == [None, 512]
 
 
 @pytest.mark.parametrize("path,version", [("/v1/rerank", "1"), ("/v2/rerank", "2"), ("/rerank", "2")])
-def test_meta_has_cohere_api_version_and_billed_units(client, path, version):
+def test_meta_has_cohere_api_version_and_billed_units(client, scorer, path, version):
     meta = rerank(client, path).json()["meta"]
+    assert scorer.truncates == [False]  # Cohere's paths score long documents over windows
     assert meta["api_version"]["version"] == version
     assert meta["billed_units"] == {"search_units": 1}
 
@@ -171,11 +178,12 @@ def test_every_error_has_message_error_and_detail(tmp_path):
         answers[409] = c.post("/v1/domains/legal/rollback", headers={"Authorization": f"Bearer {TOKEN}"})
         answers[413] = c.post("/rerank", json={"query": "q", "documents": ["x" * 20_000]})
         answers[422] = c.post("/rerank", json={"query": "q"})
+        answers[4221] = c.post("/rerank", json={"query": "q", "documents": ["a"], "max_tokens_per_doc": 10**6})
         answers[500] = c.post("/rerank?domain=nomodel", json={"query": "q", "documents": ["a"]})  # base broken
     with TestClient(create_app(make_app(tmp_path / "noadmin", admin_token=None), WordOverlap())) as c:
         answers[403] = c.post("/v1/domains/legal/rollback")
     for status, r in answers.items():
-        assert r.status_code == status, (status, r.text)
+        assert r.status_code == (422 if status == 4221 else status), (status, r.text)
         body = r.json()
         assert body["message"] and body["message"] == body["error"], (status, body)
         assert body["detail"] and all(d["field"] and d["message"] for d in body["detail"]), (status, body)
@@ -258,6 +266,7 @@ def test_tei_truncate_false_refuses_a_text_that_does_not_fit(client, scorer):
         assert "256 tokens" in r.json()["message"]  # legal@v1's manifest has no max_length: the server's
     ok = client.post("/tei/legal/rerank", json={**body, "truncate": True})
     assert ok.status_code == 200 and ok.json()[0]["index"] == 1
+    assert scorer.truncates == [True, True, True]  # first window only, as TEI; never windows
 
 
 @pytest.mark.parametrize("body,field", [

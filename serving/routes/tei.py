@@ -24,7 +24,7 @@ async def rerank(domain: DomainPath, body: TeiRerankRequest, request: Request,
     req = RerankRequest(query=body.query, documents=body.texts)
     try:
         response = await answer(request, req, domain, ab.user_key(None, x_user_id, x_session_id),
-                                truncate=bool(body.truncate))
+                                fit="truncate" if body.truncate else "refuse")
     except BadRequest as e:
         field = _TEI_FIELDS.get(e.field, e.field)
         raise BadRequest(field, e.message.replace("ask for truncation", "send truncate=true"), e.status) from e
@@ -46,5 +46,5 @@ async def info(domain: DomainPath, request: Request) -> TeiInfo:
                    max_input_length=service.input_length(service.domain_model(domain)),
                    model_type={"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}},
                    max_concurrent_requests=settings.pool_max_ongoing_requests * settings.pool_replicas,
-                   max_batch_tokens=service.max_length * settings.batch_size,
+                   max_batch_tokens=settings.max_length * settings.batch_size,
                    max_client_batch_size=settings.max_documents, version=request.app.version)
