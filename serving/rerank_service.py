@@ -23,6 +23,9 @@ class Scorer(Protocol):
                     max_tokens_per_doc: int | None = None) -> Scored:
         """Relevance in 0..1 per document (input order), with how many were cut and windows scored."""
 
+    async def warm(self, model_id: str) -> None:
+        """Load a version where it will serve (raises if it cannot), so its first request pays nothing."""
+
 
 class BadRequest(Exception):
     def __init__(self, field: str, message: str, status: int = 422):
@@ -113,7 +116,8 @@ class RerankService:
         ]
         latency_ms = (time.perf_counter() - t0) * 1000
         meta: dict[str, Any] = {"documents": len(texts), "windows": scored.windows,
-                                "truncated_documents": scored.truncated, "latency_ms": round(latency_ms, 2)}
+                                "truncated_documents": scored.truncated, "cached_documents": scored.cached,
+                                "latency_ms": round(latency_ms, 2)}
         if arm.reason:
             meta["reason"] = arm.reason
         response = RerankResponse(id=uuid.uuid4().hex, results=results, model=arm.model_id, domain=domain,
