@@ -13,7 +13,7 @@ from pathlib import Path
 
 from exporters.build import build_version
 from scoring.files import MANIFEST
-from state.registry import Registry, base_slug
+from state.registry import Registry
 from state.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def ensure_base(settings: Settings) -> Path:
     s = settings
-    target = Registry(s.registry_root).base_dir(base_slug(s))
+    target = Registry(s.registry_root).base_dir(s.base_model, s.max_length, s.builds_openvino)
     if (target / MANIFEST).is_file():
         return target
     log.info("building base model %s into %s (first start only)", s.base_model, target)

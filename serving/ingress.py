@@ -15,7 +15,7 @@ from serving import errors, events
 from serving.pool import PoolClient
 from serving.rerank_service import RerankService, Scorer
 from serving.routes import catalog, feedback, jobs, models, rerank, tei
-from state.registry import Registry, base_slug
+from state.registry import Registry
 from state.settings import Settings
 
 

@@ -16,7 +16,7 @@ from serving.ab import Arm
 from serving.protocol import DocumentIn, RerankRequest, RerankResponse, RerankResult
 from state.ids import BASE_MODEL_ID, InvalidId, split_model_id, validate_domain
 from state.ids import model_id as versioned_id
-from state.registry import Registry, base_slug
+from state.registry import Registry
 from state.settings import Settings
 
 DEFAULT_DOMAIN = "default"
@@ -29,6 +29,9 @@ class Scorer(Protocol):
                     max_tokens_per_doc: int | None = None, truncate: bool = False) -> Scored:
         """Relevance in 0..1 per document (input order), with how many were cut and windows scored.
         truncate: each document's first window only; `truncated` then counts those that did not fit."""
+
+    async def warm(self, model_id: str) -> None:
+        """Load a version where it will serve (raises if it cannot), so its first request pays nothing."""
 
 
 class BadRequest(Exception):
@@ -65,7 +68,7 @@ class RerankService:
         """events: serving.events.EventLogger (optional): log_rerank() per answered request."""
         self.registry, self.scorer, self.settings, self.events = registry, scorer, settings, events
         self._versions = ActiveVersionCache(registry, settings.registry_cache_ttl_s)
-        self.base_dir = registry.base_dir(base_slug(settings))  # its manifest says how the base scores
+        self.base_dir = registry.base_dir(settings.base_model, settings.max_length, settings.builds_openvino)  # its manifest says how the base scores
         self._manifests: dict[str, dict[str, Any]] = {}
 
     def invalidate(self, domain: str | None = None) -> None:
@@ -162,8 +165,8 @@ class RerankService:
         ]
         latency_ms = (time.perf_counter() - t0) * 1000
         meta: dict[str, Any] = {"documents": len(texts), "windows": scored.windows,
-                                "truncated_documents": scored.truncated, "latency_ms": round(latency_ms, 2),
-                                "api_version": {"version": api_version},
+                                "truncated_documents": scored.truncated, "cached_documents": scored.cached,
+                                "latency_ms": round(latency_ms, 2), "api_version": {"version": api_version},
                                 "billed_units": {"search_units": math.ceil(len(texts) / DOCUMENTS_PER_SEARCH_UNIT)}}
         if arm.reason:
             meta["reason"] = arm.reason

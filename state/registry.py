@@ -26,18 +26,8 @@ from typing import Any, Callable, Iterator
 from scoring.files import MANIFEST, MODEL_ONNX
 from state.atomic import write_json_atomic
 from state.ids import InvalidId, model_id, parse_version, validate_domain, version_name
-from state.settings import Settings
 
 DOMAIN_FILE = "domain.json"
-
-
-def base_slug(settings: Settings) -> str:
-    """The base model's directory name under _base/ for (model, max_length, engine); cannot collide
-    with a domain id. Where the exporter builds the base and where serving finds its manifest."""
-    name = settings.base_model
-    clean = re.sub(r"[^a-zA-Z0-9_.-]+", "_", name)[-48:]
-    return (f"{clean}-{settings.max_length}{'-ov' if settings.builds_openvino else ''}-"
-            f"{hashlib.sha256(name.encode()).hexdigest()[:8]}")
 
 
 class RegistryError(Exception):
@@ -62,6 +52,12 @@ def file_hashes(directory: Path) -> dict[str, str]:
         for p in sorted(directory.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     }
+
+
+def base_slug(name: str, max_length: int, openvino: bool) -> str:
+    """The base model's directory name for (model, max_length, engine); never a valid domain id."""
+    clean = re.sub(r"[^a-zA-Z0-9_.-]+", "_", name)[-48:]
+    return f"{clean}-{max_length}{'-ov' if openvino else ''}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def _reactivate_previous(cfg: dict[str, Any]) -> str | None:
@@ -91,8 +87,9 @@ class Registry:
     def version_dir(self, domain: str, version: str | int) -> Path:
         return self.domain_dir(domain) / version_name(parse_version(version))
 
-    def base_dir(self, slug: str) -> Path:
-        return self.root / "_base" / slug
+    def base_dir(self, model: str, max_length: int, openvino: bool) -> Path:
+        """The base model's version dir (exporters/base_model.py builds it there on first start)."""
+        return self.root / "_base" / base_slug(model, max_length, openvino)
 
     @contextmanager
     def _locked(self, domain: str) -> Iterator[Path]:

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from serving.ingress import create_app
 from serving.raw_scores import raw_scores
-from state.registry import Registry, base_slug
+from state.registry import Registry
 from state.settings import Settings
 from test_app_seam import DOCS, TOKEN, WordOverlap, publish_fake
 
@@ -41,7 +41,7 @@ def make_app(tmp_path, **overrides):
     reg = Registry(settings.registry_root)
     publish_fake(reg, "legal", 1.0)
     publish_fake(reg, "half", 0.5)
-    base = reg.base_dir(base_slug(settings))  # the base's manifest says how it scores (raw_scores)
+    base = reg.base_dir(settings.base_model, settings.max_length, settings.builds_openvino)  # raw_scores reads it
     base.mkdir(parents=True)
     (base / "manifest.json").write_text(json.dumps({"kind": "bi-encoder", "max_length": 128}))
     return settings
