@@ -72,10 +72,11 @@ def pool_deployment(settings: Settings):
             model = await self.get_model(serve.get_multiplexed_model_id())
             await asyncio.to_thread(model.score, "check", ["check"])
 
-        async def score(self, query: str, documents: list[str], max_tokens_per_doc: int | None) -> Scored:
+        async def score(self, query: str, documents: list[str], max_tokens_per_doc: int | None,
+                        truncate: bool = False) -> Scored:
             model_id = serve.get_multiplexed_model_id()
             model = self.core.base if model_id in ("", BASE_MODEL_ID) else await self.get_model(model_id)
-            return await asyncio.to_thread(model.score, query, documents, max_tokens_per_doc)
+            return await asyncio.to_thread(model.score, query, documents, max_tokens_per_doc, truncate)
 
     return RerankerPool
 
@@ -91,8 +92,8 @@ class PoolClient:
         return self.handle if model_id == BASE_MODEL_ID else self.handle.options(multiplexed_model_id=model_id)
 
     async def score(self, model_id: str, query: str, documents: list[str],
-                    max_tokens_per_doc: int | None = None) -> Scored:
-        return await self._for(model_id).score.remote(query, documents, max_tokens_per_doc)
+                    max_tokens_per_doc: int | None = None, truncate: bool = False) -> Scored:
+        return await self._for(model_id).score.remote(query, documents, max_tokens_per_doc, truncate)
 
     async def warm(self, model_id: str) -> None:
         """Load a version into the pool before it is promoted; raises ModelLoadError saying why not."""

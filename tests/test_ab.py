@@ -259,7 +259,9 @@ def test_log_rerank_hook_records_what_was_shown(store):
     req = RerankRequest(query="contract law", documents=["a", {"id": "d1", "text": "b"}, "c"], top_n=2)
     objs = [None, req.documents[1], None]
     resp = RerankResponse(id="req-hook-1", model="legal@v2", domain="legal", variant="domain",
-                          results=[RerankResult(index=1, relevance_score=0.9), RerankResult(index=2, relevance_score=0.4)])
+                          results=[RerankResult(index=1, relevance_score=0.9), RerankResult(index=2, relevance_score=0.4)],
+                          meta={"documents": 3, "windows": 3, "truncated_documents": 0, "latency_ms": 1.0,
+                                "api_version": {"version": "2"}, "billed_units": {"search_units": 1}})
     assert isinstance(req.documents[1], DocumentIn)
 
     async def main():

@@ -26,7 +26,7 @@ class WordOverlap:
         self.broken, self.calls, self.caps, self.warmed = broken, [], [], []
 
     async def score(self, model_id: str, query: str, documents: list[str],
-                    max_tokens_per_doc: int | None = None) -> Scored:
+                    max_tokens_per_doc: int | None = None, truncate: bool = False) -> Scored:
         self.calls.append(model_id)
         self.caps.append(max_tokens_per_doc)
         if model_id in self.broken:
