@@ -16,7 +16,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from scoring.engines import OnnxRuntimeEngine, OpenVinoEngine
-from scoring.files import MANIFEST, MODEL_ONNX, OPENVINO_XML, TOKENIZER, Engine
+from scoring.files import MANIFEST, MODEL_ONNX, OPENVINO_BIN, OPENVINO_XML, TOKENIZER, Engine
 
 log = logging.getLogger(__name__)
 
@@ -136,3 +136,28 @@ def load_check(version_dir: Path | str, engine: Engine) -> None:
     """A version must load and score with the engine that will serve it before it may serve; raises
     on any problem (the other engine's files are covered by the registry's sha256 check)."""
     VersionScorer(version_dir, threads=1, engine=engine).score("check", ["check"])
+
+
+def shipped_engines(version_dir: Path | str) -> list[Engine]:
+    """The engines a version directory ships files for: onnxruntime always (`model.onnx`), OpenVINO
+    when its xml/bin pair is there; half a pair is an error, not a silent fallback."""
+    d = Path(version_dir)
+    engines: list[Engine] = ["onnxruntime"]
+    has_xml, has_bin = (d / OPENVINO_XML).is_file(), (d / OPENVINO_BIN).is_file()
+    if has_xml != has_bin:
+        present, absent = (OPENVINO_XML, OPENVINO_BIN) if has_xml else (OPENVINO_BIN, OPENVINO_XML)
+        raise ValueError(f"{present} is there without {absent}")
+    if has_xml:
+        engines.append("openvino")
+    return engines
+
+
+def load_check_shipped(version_dir: Path | str) -> None:
+    """Every engine file a version ships must load and score, whichever engine serves today: a switch
+    of RERANKER_ENGINE must never reach an unchecked model."""
+    for engine in shipped_engines(version_dir):
+        try:
+            load_check(version_dir, engine)
+        except Exception as e:  # noqa: BLE001 - name the file that failed
+            name = OPENVINO_XML if engine == "openvino" else MODEL_ONNX
+            raise ValueError(f"{name} does not load with {engine}: {e}") from e

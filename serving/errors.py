@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.protocol import ErrorBody
 from serving.rerank_service import BadRequest
 from state.ids import InvalidId
 from state.registry import NotFound, RegistryError
@@ -92,7 +93,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge()
+                    raise _TooLarge(limit)
             return message
 
         try:
@@ -101,10 +102,70 @@ class BodyLimit:
             await _too_large(send, limit)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """An HTTPException so that FastAPI's body parsing passes it on (it turns other errors into a 400)."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body over the {limit} byte limit")
 
 
 async def _too_large(send: Any, limit: int) -> None:
     await JSONResponse({"error": f"request body over the {limit} byte limit"}, status_code=413)(
         {"type": "http"}, None, send)
+
+
+# ---- OpenAPI: the errors every operation can answer ---------------------------------------------
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+_GENERIC = {400: "Malformed JSON body", 401: "Missing or wrong admin token", 403: "Admin routes are disabled",
+            413: "Request body over the size limit", 422: "Invalid parameter or body field (named in `detail`)"}
+
+
+def _is_admin(dependant: Any) -> bool:
+    from serving.auth import require_admin
+
+    return any(d.call is require_admin or _is_admin(d) for d in dependant.dependencies)
+
+
+def document(app: FastAPI) -> None:
+    """Make the OpenAPI spec declare what the handlers above really answer, for every route (those
+    added later by other modules too): ErrorBody instead of FastAPI's default 422 shape; 400, 413 and
+    422 wherever there is a JSON body; 422 wherever there are parameters; 401/403 on admin routes."""
+    from fastapi.routing import APIRoute
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        for route in app.routes:
+            if not isinstance(route, APIRoute) or not route.include_in_schema:
+                continue
+            codes: set[int] = set()
+            if route.body_field is not None:
+                codes |= {400, 413, 422}
+            if route.dependant.path_params or route.dependant.query_params or route.dependant.header_params:
+                codes.add(422)
+            if _is_admin(route.dependant):
+                codes |= {401, 403}
+            for method in route.methods:
+                op = schema["paths"].get(route.path_format, {}).get(method.lower())
+                if op is None:
+                    continue
+                responses = op.setdefault("responses", {})
+                for code in sorted(codes):
+                    responses.setdefault(str(code), {"description": _GENERIC[code], "content": _ERROR_CONTENT})
+                for resp in responses.values():
+                    if "HTTPValidationError" in str(resp.get("content")):
+                        resp["content"] = _ERROR_CONTENT
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 shape, never answered
+            schemas.pop(name, None)
+        if "ErrorBody" not in schemas:
+            body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(body.pop("$defs", {}))
+            schemas["ErrorBody"] = body
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

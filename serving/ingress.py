@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serving import errors, events
+from serving import errors, events, unicode_guard
 from serving.pool import PoolClient
 from serving.rerank_service import RerankService, Scorer
 from serving.routes import feedback, jobs, models, rerank
@@ -20,8 +20,10 @@ from state.settings import Settings
 
 
 def create_app(settings: Settings, scorer: Scorer) -> FastAPI:
+    # App-wide dependencies apply to every route, those of later routers too.
     app = FastAPI(title="Domain reranker", version="0.1.0",
-                  description="Cohere-compatible rerank with per-domain fine-tuned models and A/B routing.")
+                  description="Cohere-compatible rerank with per-domain fine-tuned models and A/B routing.",
+                  dependencies=[Depends(unicode_guard.reject_lone_surrogates)])
     registry = Registry(settings.registry_root)
     app.state.settings = settings
     app.state.registry = registry
@@ -34,6 +36,7 @@ def create_app(settings: Settings, scorer: Scorer) -> FastAPI:
                        upload_max_bytes=settings.max_upload_bytes)
     for r in (rerank.router, models.router, feedback.router, jobs.router):
         app.include_router(r)
+    errors.document(app)  # lazy: the spec is built on first request, from every route by then
     return app
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
+from serving import redact
 from state.ids import DOMAIN_RE
 
 _DOMAIN_DOC = f"Domain id: {DOMAIN_RE.pattern}"
@@ -24,8 +25,9 @@ class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")  # e.g. Cohere's "model" or "max_tokens_per_doc"
     query: str = Field(description="The search query; must not be empty.")
     documents: list[str | DocumentIn] = Field(description="Passages to rerank: strings or {id?, text}.")
-    top_n: int | None = Field(None, ge=1, description="Return only the best N results.")
-    return_documents: bool = False
+    # Strict: "1" and true are refused, not coerced (every option is honoured as sent, or refused).
+    top_n: StrictInt | None = Field(None, ge=1, description="Return only the best N results.")
+    return_documents: StrictBool = False
     domain: str | None = Field(None, pattern=DOMAIN_RE.pattern, description="Used when ?domain= is absent.")
     user_id: str | None = Field(None, description="Sticky A/B key; else X-User-Id / X-Session-Id headers.")
 
@@ -106,7 +108,10 @@ class VersionInfo(BaseModel):
     status: Literal["candidate", "active", "retired", "failed"]
     updated: float | None = None
     error: str | None = None
-    manifest: dict[str, Any] = Field(default_factory=dict, description="manifest.json of the version.")
+    manifest: dict[str, Any] = Field(default_factory=dict, description="manifest.json of the version "
+                                     "(server paths shortened to their last component).")
+
+    _no_paths = field_validator("error", "manifest")(lambda v: redact.value(v))
 
 
 class DomainInfo(BaseModel):
@@ -122,7 +127,13 @@ class DomainList(BaseModel):
 
 class DomainConfigUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")  # an unknown key is an error, not silently ignored
-    ab_split: float | None = Field(None, ge=0.0, le=1.0, description="Share of traffic for the domain model.")
+    ab_split: float | None = Field(None, ge=0.0, le=1.0, strict=True,
+                                   description="Share of traffic for the domain model.")
+
+
+class DomainCreate(DomainConfigUpdate):
+    """POST /v1/domains: a domain exists only once created (or once a version is published to it)."""
+    domain: str = Field(pattern=DOMAIN_RE.pattern, description=_DOMAIN_DOC)
 
 
 class PromoteRequest(BaseModel):
@@ -156,9 +167,9 @@ class TrainRequest(BaseModel):
     eval_split: str | None = None
     ragas: list[str] = Field(default_factory=list, description="RAGAS JSONL files on the server")
     labels: list[str] = Field(default_factory=list, description="expert label files (JSONL/CSV) on the server")
-    search_logs: bool = False
-    max_queries: int | None = Field(None, ge=1)
-    activate: bool = False
+    search_logs: StrictBool = False
+    max_queries: StrictInt | None = Field(None, ge=1)
+    activate: StrictBool = False
     config: dict[str, Any] = Field(default_factory=dict, description="training options (training.config)")
 
 
@@ -189,6 +200,8 @@ class JobRecord(BaseModel):
     created: float
     updated: float
     finished: float | None
+
+    _no_paths = field_validator("sources", "metrics", "gates", "error")(lambda v: redact.value(v))
 
 
 class JobList(BaseModel):

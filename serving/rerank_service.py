@@ -29,10 +29,11 @@ class BadRequest(Exception):
 
 
 class ActiveVersionCache:
-    """domain -> active version, re-read from the registry at most every `ttl` seconds."""
+    """domain -> active version, re-read from the registry at most every `ttl` seconds.
+    Bounded: requests for many made-up domains must not grow it without limit."""
 
-    def __init__(self, registry: Registry, ttl: float):
-        self.registry, self.ttl = registry, ttl
+    def __init__(self, registry: Registry, ttl: float, max_entries: int = 4096):
+        self.registry, self.ttl, self.max_entries = registry, ttl, max_entries
         self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
     def get(self, domain: str) -> dict[str, Any] | None:
@@ -41,6 +42,8 @@ class ActiveVersionCache:
         if hit and now - hit[0] < self.ttl:
             return hit[1]
         cfg = self.registry.config(domain) if self.registry.exists(domain) else None
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()
         self._cache[domain] = (now, cfg)
         return cfg
 
@@ -67,6 +70,10 @@ class RerankService:
     def invalidate(self, domain: str | None = None) -> None:
         """Forget the cached active version (after promote/rollback through this replica)."""
         self._versions.invalidate(domain)
+
+    def knows(self, domain: str) -> bool:
+        """The default domain, or a registered one (cached like the active version)."""
+        return domain == DEFAULT_DOMAIN or self._versions.get(domain) is not None
 
     # -- steps --------------------------------------------------------------------------------
     def resolve_domain(self, query_domain: str | None, body_domain: str | None) -> str:

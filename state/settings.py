@@ -33,7 +33,10 @@ class Settings(BaseSettings):
 
     max_documents: int = 1000
     max_body_bytes: int = 5_000_000
-    max_upload_bytes: int = 2_000_000_000
+    max_upload_bytes: int = 2_000_000_000  # a version upload as sent (tar.gz)
+    # ... and as unpacked: a small gzip can hold gigabytes of zeros
+    max_upload_unpacked_bytes: int = 3_000_000_000
+    max_upload_members: int = 1000
 
     max_models_per_replica: int = 4
     pool_replicas: int = 1
@@ -70,6 +73,12 @@ class Settings(BaseSettings):
     def spill_path(self) -> Path:
         """Impression events the store refused (state/spill.py); `reranker events replay` stores them."""
         return self.home / "events-failed.jsonl"
+
+    @property
+    def quarantine_path(self) -> Path:
+        """Impression events the database refused while it took the rest of their batch, and spill
+        lines that cannot be read: kept with the reason, for a person to look at."""
+        return self.home / "events-quarantine.jsonl"
 
     def to_env(self) -> dict[str, str]:
         """RERANKER_* variables from which a child process rebuilds exactly these settings."""

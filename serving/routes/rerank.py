@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, Header, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from serving import ab, metrics
+from serving import ab, metrics, redact
 from serving.protocol import DomainQuery, RerankRequest, RerankResponse, errors
 from serving.rerank_service import BadRequest, RerankService
 from state.ids import BASE_MODEL_ID
@@ -30,15 +30,16 @@ async def rerank(body: RerankRequest, request: Request, domain: DomainQuery = No
     service = _service(request)
     t0 = time.perf_counter()
     d = service.resolve_domain(domain, body.domain)
+    label = metrics.domain_label(d, service.knows(d))
     try:
         response = await service.rerank(body, d, ab.user_key(body.user_id, x_user_id, x_session_id))
     except BadRequest as e:
-        metrics.ERRORS.labels(d, str(e.status)).inc()
+        metrics.ERRORS.labels(label, str(e.status)).inc()
         raise
     except Exception:
-        metrics.ERRORS.labels(d, "500").inc()
+        metrics.ERRORS.labels(label, "500").inc()
         raise
-    metrics.observe(response, time.perf_counter() - t0, len(body.documents))
+    metrics.observe(response, time.perf_counter() - t0, len(body.documents), label)
     return response
 
 
@@ -55,7 +56,7 @@ async def readyz(request: Request, response: Response) -> dict:
         return {"status": "ready"}
     except Exception as e:  # noqa: BLE001
         response.status_code = 503
-        return {"status": "not ready", "error": str(e)[:300]}
+        return {"status": "not ready", "error": redact.paths(str(e))[:300]}
 
 
 @router.get("/metrics")
