@@ -3,21 +3,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import Path, Query
+from fastapi import Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 from serving import redact
+from state.db import DOC_ID_LEN, USER_KEY_LEN
 from state.ids import DOMAIN_RE
 
 _DOMAIN_DOC = f"Domain id: {DOMAIN_RE.pattern}"
 DomainPath = Annotated[str, Path(pattern=DOMAIN_RE.pattern, description=_DOMAIN_DOC)]
 DomainQuery = Annotated[str | None, Query(pattern=DOMAIN_RE.pattern, description=_DOMAIN_DOC)]
+UserKeyHeader = Annotated[str | None, Header(max_length=USER_KEY_LEN)]  # X-User-Id / X-Session-Id
 
 
 # ---- rerank --------------------------------------------------------------------------------------
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="allow")  # callers may attach metadata; it is echoed back
-    id: str | None = None
+    id: str | None = Field(None, max_length=DOC_ID_LEN)
     text: str
 
 
@@ -29,7 +31,8 @@ class RerankRequest(BaseModel):
     top_n: StrictInt | None = Field(None, ge=1, description="Return only the best N results.")
     return_documents: StrictBool = False
     domain: str | None = Field(None, pattern=DOMAIN_RE.pattern, description="Used when ?domain= is absent.")
-    user_id: str | None = Field(None, description="Sticky A/B key; else X-User-Id / X-Session-Id headers.")
+    user_id: str | None = Field(None, max_length=USER_KEY_LEN,
+                                description="Sticky A/B key; else X-User-Id / X-Session-Id headers.")
 
     @field_validator("query")
     @classmethod

@@ -14,6 +14,10 @@ from sqlalchemy.exc import OperationalError, ProgrammingError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
+USER_KEY_LEN = 200  # column widths the API enforces too (PostgreSQL refuses longer values)
+DOC_ID_LEN = 500
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -31,7 +35,7 @@ class Impression(Base):
     domain: Mapped[str] = mapped_column(String(64))
     variant: Mapped[str] = mapped_column(String(16))  # "domain" | "base"
     model: Mapped[str] = mapped_column(String(200))
-    user_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    user_key: Mapped[str | None] = mapped_column(String(USER_KEY_LEN), nullable=True)
     query: Mapped[str] = mapped_column(Text)
     latency_ms: Mapped[float] = mapped_column(Float)
     n_documents: Mapped[int] = mapped_column(Integer)  # documents in the request: bounds a click index
@@ -44,7 +48,7 @@ class Shown(Base):
                                             primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0 = top result
     index: Mapped[int] = mapped_column(Integer)  # position in the request's documents list
-    doc_id: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    doc_id: Mapped[str | None] = mapped_column(String(DOC_ID_LEN), nullable=True)
     score: Mapped[float] = mapped_column(Float)
     passage_hash: Mapped[str] = mapped_column(ForeignKey("passages.hash"))
 

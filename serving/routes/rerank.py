@@ -4,11 +4,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving import ab, metrics, redact
-from serving.protocol import DomainQuery, RerankRequest, RerankResponse, errors
+from serving.protocol import DomainQuery, RerankRequest, RerankResponse, UserKeyHeader, errors
 from serving.rerank_service import BadRequest, RerankService
 from state.ids import BASE_MODEL_ID
 
@@ -26,7 +26,7 @@ def _service(request: Request) -> RerankService:
 @router.post("/v2/rerank", response_model=RerankResponse, response_model_exclude_none=True,
              responses=errors(400, 413, 422))
 async def rerank(body: RerankRequest, request: Request, domain: DomainQuery = None,
-                 x_user_id: str | None = Header(None), x_session_id: str | None = Header(None)) -> RerankResponse:
+                 x_user_id: UserKeyHeader = None, x_session_id: UserKeyHeader = None) -> RerankResponse:
     service = _service(request)
     t0 = time.perf_counter()
     d = service.resolve_domain(domain, body.domain)
