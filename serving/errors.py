@@ -116,43 +116,27 @@ async def _too_large(send: Any, limit: int) -> None:
 
 # ---- OpenAPI: the errors every operation can answer ---------------------------------------------
 _ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
-_GENERIC = {400: "Malformed JSON body", 401: "Missing or wrong admin token", 403: "Admin routes are disabled",
-            413: "Request body over the size limit", 422: "Invalid parameter or body field (named in `detail`)"}
-
-
-def _is_admin(dependant: Any) -> bool:
-    from serving.auth import require_admin
-
-    return any(d.call is require_admin or _is_admin(d) for d in dependant.dependencies)
+_GENERIC = {400: "Malformed JSON body", 413: "Request body over the size limit",
+            422: "Invalid parameter or body field (named in `detail`)"}
 
 
 def document(app: FastAPI) -> None:
-    """Make the OpenAPI spec declare what the handlers above really answer, for every route (those
-    added later by other modules too): ErrorBody instead of FastAPI's default 422 shape; 400, 413 and
-    422 wherever there is a JSON body; 422 wherever there are parameters; 401/403 on admin routes."""
-    from fastapi.routing import APIRoute
-
+    """Make the OpenAPI spec declare what the handlers above really answer, for every operation
+    (those of routers added later too): ErrorBody instead of FastAPI's default 422 shape, and 400,
+    413 and 422 wherever there is a request body, 422 wherever there are parameters. Read from the
+    generated spec, not the routes: routes declare their own other codes with `protocol.errors()`."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = build()
-        for route in app.routes:
-            if not isinstance(route, APIRoute) or not route.include_in_schema:
-                continue
-            codes: set[int] = set()
-            if route.body_field is not None:
-                codes |= {400, 413, 422}
-            if route.dependant.path_params or route.dependant.query_params or route.dependant.header_params:
-                codes.add(422)
-            if _is_admin(route.dependant):
-                codes |= {401, 403}
-            for method in route.methods:
-                op = schema["paths"].get(route.path_format, {}).get(method.lower())
-                if op is None:
+        for path_item in schema.get("paths", {}).values():
+            for op in path_item.values():
+                if not isinstance(op, dict) or "responses" not in op:
                     continue
-                responses = op.setdefault("responses", {})
+                codes = ({400, 413, 422} if "requestBody" in op else set()) | ({422} if op.get("parameters") else set())
+                responses = op["responses"]
                 for code in sorted(codes):
                     responses.setdefault(str(code), {"description": _GENERIC[code], "content": _ERROR_CONTENT})
                 for resp in responses.values():

@@ -4,16 +4,29 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import Header, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from serving import redact
 from state.db import DOC_ID_LEN, USER_KEY_LEN
-from state.ids import DOMAIN_RE
+from state.ids import DOMAIN_RE, VERSION_RE
 
 _DOMAIN_DOC = f"Domain id: {DOMAIN_RE.pattern}"
 DomainPath = Annotated[str, Path(pattern=DOMAIN_RE.pattern, description=_DOMAIN_DOC)]
 DomainQuery = Annotated[str | None, Query(pattern=DOMAIN_RE.pattern, description=_DOMAIN_DOC)]
+VersionPath = Annotated[str, Path(pattern=VERSION_RE.pattern, description="N or vN")]
 UserKeyHeader = Annotated[str | None, Header(max_length=USER_KEY_LEN)]  # X-User-Id / X-Session-Id
+
+
+def _json_integer(v: Any) -> Any:
+    """Strict types: "1" and true are not integers. 2.0 is (as JSON Schema says); 2.5 is refused."""
+    if isinstance(v, (str, bool)):
+        raise ValueError("Input should be a valid integer, not a string or boolean")
+    return v
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+# the bound before the validator, or the spec would show pydantic's "ge" instead of "minimum"
+PositiveJsonInt = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
 
 
 # ---- rerank --------------------------------------------------------------------------------------
@@ -25,10 +38,12 @@ class DocumentIn(BaseModel):
 
 class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")  # e.g. Cohere's "model" or "max_tokens_per_doc"
-    query: str = Field(description="The search query; must not be empty.")
-    documents: list[str | DocumentIn] = Field(description="Passages to rerank: strings or {id?, text}.")
+    # The spec says what the validators below enforce (their messages are clearer than a pattern's).
+    query: str = Field(description="The search query; must not be empty.", json_schema_extra={"pattern": r"\S"})
+    documents: list[str | DocumentIn] = Field(description="Passages to rerank: strings or {id?, text}.",
+                                              json_schema_extra={"minItems": 1})
     # Strict: "1" and true are refused, not coerced (every option is honoured as sent, or refused).
-    top_n: StrictInt | None = Field(None, ge=1, description="Return only the best N results.")
+    top_n: PositiveJsonInt | None = Field(None, description="Return only the best N results.")
     return_documents: StrictBool = False
     domain: str | None = Field(None, pattern=DOMAIN_RE.pattern, description="Used when ?domain= is absent.")
     user_id: str | None = Field(None, max_length=USER_KEY_LEN,
@@ -64,12 +79,17 @@ class RerankResponse(BaseModel):
     meta: dict[str, Any] = {}
 
 
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    error: str | None = None
+
+
 # ---- feedback and the A/B report -----------------------------------------------------------------
 class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     request_id: str = Field(min_length=1, max_length=64, description="The `id` of a rerank response.")
     # Strict: 3 is a document index, "3" is a document id; no silent coercion between them.
-    clicked: list[StrictInt | StrictStr] = Field(min_length=1, max_length=1000,
+    clicked: list[JsonInt | StrictStr] = Field(min_length=1, max_length=1000,
                                                  description="Clicked documents: indices in the request's "
                                                              "documents list, or document ids.")
 
@@ -141,7 +161,7 @@ class DomainCreate(DomainConfigUpdate):
 
 class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: str = Field(description="N or vN.")
+    version: str = Field(pattern=VERSION_RE.pattern, description="N or vN.")
 
 
 class Published(BaseModel):
@@ -171,7 +191,7 @@ class TrainRequest(BaseModel):
     ragas: list[str] = Field(default_factory=list, description="RAGAS JSONL files on the server")
     labels: list[str] = Field(default_factory=list, description="expert label files (JSONL/CSV) on the server")
     search_logs: StrictBool = False
-    max_queries: StrictInt | None = Field(None, ge=1)
+    max_queries: PositiveJsonInt | None = None
     activate: StrictBool = False
     config: dict[str, Any] = Field(default_factory=dict, description="training options (training.config)")
 

@@ -14,7 +14,7 @@ from scoring.scorer import load_check, load_check_shipped
 from serving import redact
 from serving.auth import require_admin
 from serving.protocol import (ActiveVersion, Deleted, DomainConfigUpdate, DomainCreate, DomainInfo, DomainList,
-                              DomainPath, PromoteRequest, Published, errors)
+                              DomainPath, PromoteRequest, Published, VersionPath, errors)
 from serving.upload import publish_upload
 from state.ids import model_id
 from state.registry import Registry
@@ -67,7 +67,8 @@ async def update_domain(domain: DomainPath, body: DomainConfigUpdate, request: R
 
 
 @router.post("/{domain}/versions", status_code=201, response_model=Published, dependencies=ADMIN,
-             responses=errors(400, 401, 403, 413, 422))
+             responses=errors(400, 401, 403, 413, 422), openapi_extra={"requestBody": {
+                 "required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
 async def upload_version(domain: DomainPath, request: Request, activate: bool = Query(False)) -> Published:
     """Body: a tar.gz of a version directory (model.onnx, tokenizer.json, manifest.json, ...).
 
@@ -114,7 +115,7 @@ async def rollback(domain: DomainPath, request: Request) -> ActiveVersion:
 
 @router.delete("/{domain}/versions/{version}", response_model=Deleted, dependencies=ADMIN,
                responses=errors(401, 403, 404, 409, 422))
-async def delete_version(domain: DomainPath, version: str, request: Request) -> Deleted:
+async def delete_version(domain: DomainPath, version: VersionPath, request: Request) -> Deleted:
     _registry(request).delete_version(domain, version)
     _changed(request, domain)
     return Deleted(domain=domain, deleted=version)

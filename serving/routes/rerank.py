@@ -5,10 +5,11 @@ import asyncio
 import time
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving import ab, metrics, redact
-from serving.protocol import DomainQuery, RerankRequest, RerankResponse, UserKeyHeader, errors
+from serving.protocol import DomainQuery, Readiness, RerankRequest, RerankResponse, UserKeyHeader, errors
 from serving.rerank_service import BadRequest, RerankService
 from state.ids import BASE_MODEL_ID
 
@@ -48,17 +49,18 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "the base model does not answer"}})
-async def readyz(request: Request, response: Response) -> dict:
+@router.get("/readyz", response_model=Readiness, response_model_exclude_none=True,
+            responses={503: {"model": Readiness, "description": "the base model does not answer"}})
+async def readyz(request: Request, response: Response) -> Readiness:
     """Ready only when the base model answers a real scoring call."""
     try:
         await asyncio.wait_for(_service(request).scorer.score(BASE_MODEL_ID, "ping", ["pong"]), timeout=10)
-        return {"status": "ready"}
+        return Readiness(status="ready")
     except Exception as e:  # noqa: BLE001
         response.status_code = 503
-        return {"status": "not ready", "error": redact.paths(str(e))[:300]}
+        return Readiness(status="not ready", error=redact.paths(str(e))[:300])
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
