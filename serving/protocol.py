@@ -37,13 +37,17 @@ class DocumentIn(BaseModel):
 
 
 class RerankRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # e.g. Cohere's "model" or "max_tokens_per_doc"
+    model_config = ConfigDict(extra="ignore")  # e.g. Cohere's "model"
     # The spec says what the validators below enforce (their messages are clearer than a pattern's).
     query: str = Field(description="The search query; must not be empty.", json_schema_extra={"pattern": r"\S"})
     documents: list[str | DocumentIn] = Field(description="Passages to rerank: strings or {id?, text}.",
                                               json_schema_extra={"minItems": 1})
     # Strict: "1" and true are refused, not coerced (every option is honoured as sent, or refused).
     top_n: PositiveJsonInt | None = Field(None, description="Return only the best N results.")
+    max_tokens_per_doc: PositiveJsonInt | None = Field(
+        None, description="Score each document over windows of the model's length up to this many of its "
+                          "tokens (default: the server's RERANKER_DOC_TOKENS, 4096; at most "
+                          "RERANKER_MAX_DOC_TOKENS). The document's score is its best window's.")
     return_documents: StrictBool = False
     domain: str | None = Field(None, pattern=DOMAIN_RE.pattern, description="Used when ?domain= is absent.")
     user_id: str | None = Field(None, max_length=USER_KEY_LEN,

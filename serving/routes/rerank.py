@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
@@ -12,6 +13,7 @@ from serving import ab, metrics, redact
 from serving.protocol import DomainQuery, Readiness, RerankRequest, RerankResponse, UserKeyHeader, errors
 from serving.rerank_service import BadRequest, RerankService
 from state.ids import BASE_MODEL_ID
+from state.settings import Settings
 
 router = APIRouter()
 
@@ -64,3 +66,21 @@ async def readyz(request: Request, response: Response) -> Readiness:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def declare_limits(app: Any, settings: Settings) -> None:
+    """The spec states this server's limits on a rerank body, which come from settings: documents
+    per request and max_tokens_per_doc (generated "valid" requests then stay within them)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        props = schema.get("components", {}).get("schemas", {}).get("RerankRequest", {}).get("properties", {})
+        if "documents" in props:
+            props["documents"]["maxItems"] = settings.max_documents
+        for branch in props.get("max_tokens_per_doc", {}).get("anyOf", []):
+            if branch.get("type") == "integer":
+                branch["maximum"] = settings.max_doc_tokens
+        return schema
+
+    app.openapi = openapi
