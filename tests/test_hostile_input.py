@@ -13,12 +13,14 @@ import json
 import re
 import tarfile
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from serving.ingress import create_app
+from serving.upload import publish_upload
 from state.jobs import JobStore
 from state.registry import Registry
 from state.settings import Settings
@@ -271,7 +273,16 @@ def test_every_broken_upload_is_a_clear_400_and_leaves_nothing(client, app_setti
     assert not any(scratch.iterdir())  # every upload's work area removed
 
 
-def test_a_good_upload_with_declared_hashes_publishes(client, app_settings, base_files):
+def test_a_good_upload_with_declared_hashes_publishes(client, app_settings, base_files, monkeypatch):
+    from serving.routes import models
+
+    threads = []
+
+    def recording(*args, **kw):  # unpacking and load checks must not run on the event loop's thread
+        threads.append(threading.get_ident())
+        return publish_upload(*args, **kw)
+
+    monkeypatch.setattr(models, "publish_upload", recording)
     declared = {k: sha(v) for k, v in base_files.items() if k != "manifest.json"}
     r = client.post("/v1/domains/up/versions?activate=true", content=tar_gz(with_manifest(base_files, files=declared)),
                     headers=AUTH)
@@ -281,3 +292,4 @@ def test_a_good_upload_with_declared_hashes_publishes(client, app_settings, base
     assert reg.manifest("up", "v1")["files"] == declared
     reg.verify("up", "v1")
     assert not (app_settings.registry_root / "up" / ".staging").exists()
+    assert threads and threads[0] != client.portal.call(threading.get_ident)
