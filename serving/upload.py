@@ -74,9 +74,9 @@ def extract_version_archive(archive: Path, dest: Path, max_bytes: int, max_membe
     return root
 
 
-def publish_upload(registry: Registry, domain: str, archive: Path, workdir: Path, activate: bool,
+def publish_upload(registry: Registry, domain: str, archive: Path, workdir: Path,
                    check: Callable[[Path], None], max_bytes: int, max_members: int) -> str:
     """Extract (with the caps), verify the manifest's sha256 values if it lists any, load-check
-    with `check`, publish. Blocking: run it in a worker thread."""
+    with `check`, publish as a candidate. Blocking: run it in a worker thread."""
     root = extract_version_archive(archive, workdir, max_bytes=max_bytes, max_members=max_members)
-    return registry.publish_dir(domain, root, activate, check)
+    return registry.publish_dir(domain, root, False, check)

@@ -5,19 +5,18 @@ import asyncio
 import logging
 import shutil
 import tempfile
-from functools import partial
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from scoring.scorer import load_check, load_check_shipped
+from scoring.scorer import load_check_shipped
 from serving import redact
 from serving.auth import require_admin
 from serving.protocol import (ActiveVersion, Deleted, DomainConfigUpdate, DomainCreate, DomainInfo, DomainList,
                               DomainPath, PromoteRequest, Published, VersionPath, errors)
 from serving.upload import publish_upload
-from state.ids import model_id
-from state.registry import Registry
+from state.ids import model_id, parse_version, version_name
+from state.registry import Registry, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +26,6 @@ ADMIN = [Depends(require_admin)]
 
 def _registry(request: Request) -> Registry:
     return request.app.state.registry
-
-
-def _check(request: Request):
-    """The load check with the engine the pool will serve versions with."""
-    return partial(load_check, engine=request.app.state.settings.engine)
 
 
 def _changed(request: Request, domain: str) -> None:
@@ -85,13 +79,15 @@ async def upload_version(domain: DomainPath, request: Request, activate: bool = 
                 f.write(chunk)
         try:
             version = await asyncio.to_thread(
-                publish_upload, reg, domain, archive, tmp / "x", activate, load_check_shipped,
+                publish_upload, reg, domain, archive, tmp / "x", load_check_shipped,
                 max_bytes=settings.max_upload_unpacked_bytes, max_members=settings.max_upload_members)
         except Exception as e:  # noqa: BLE001 - bad archive or manifest, unloadable graph: the upload's fault
             log.warning("upload to %s refused: %s", domain, e)  # the full text, paths included, for the operator
             raise HTTPException(400, f"upload refused: {redact.paths(str(e))}") from e
     finally:
         await asyncio.to_thread(shutil.rmtree, tmp, True)
+    if activate:
+        await _activate(request, domain, version)
     _changed(request, domain)
     return Published(domain=domain, version=version, model_id=model_id(domain, version),
                      status="active" if activate else "candidate")
@@ -100,9 +96,23 @@ async def upload_version(domain: DomainPath, request: Request, activate: bool = 
 @router.post("/{domain}/promote", response_model=ActiveVersion, dependencies=ADMIN,
              responses=errors(401, 403, 404, 409, 422))
 async def promote(domain: DomainPath, body: PromoteRequest, request: Request) -> ActiveVersion:
-    name = await asyncio.to_thread(_registry(request).promote, domain, body.version, _check(request))
-    _changed(request, domain)
+    name = await _activate(request, domain, body.version)
     return ActiveVersion(domain=domain, active=name, model_id=model_id(domain, name))
+
+
+async def _activate(request: Request, domain: str, version: str) -> str:
+    """Load the version in the pool first (that load is its load check), then flip the registry: it
+    compiles once, and the first request after the promote finds it loaded."""
+    reg = _registry(request)
+    name = version_name(parse_version(version))
+    reg.manifest(domain, name)  # 404 for an unknown version
+    try:
+        await request.app.state.service.scorer.warm(model_id(domain, name))
+    except Exception as e:  # noqa: BLE001 - the pool marked it failed; the active version keeps serving
+        raise RegistryError(f"cannot promote {model_id(domain, name)}: {e}") from e
+    name = await asyncio.to_thread(reg.promote, domain, name)  # sha256 verified again under the lock
+    _changed(request, domain)
+    return name
 
 
 @router.post("/{domain}/rollback", response_model=ActiveVersion, dependencies=ADMIN,

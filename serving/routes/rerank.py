@@ -30,12 +30,20 @@ def _service(request: Request) -> RerankService:
              responses=errors(400, 413, 422))
 async def rerank(body: RerankRequest, request: Request, domain: DomainQuery = None,
                  x_user_id: UserKeyHeader = None, x_session_id: UserKeyHeader = None) -> RerankResponse:
-    service = _service(request)
+    """Cohere's rerank. The domain: `model` (a domain id, `domain:<id>`, or a Cohere model id that names
+    none), `?domain=`, the body's `domain`, else the default; a `model` and a domain that disagree are a 422."""
+    d = _service(request).resolve_domain(domain, body.domain, body.model)
+    api_version = "1" if request.url.path.startswith("/v1/") else "2"
+    return await answer(request, body, d, ab.user_key(body.user_id, x_user_id, x_session_id), api_version=api_version)
+
+
+async def answer(request: Request, body: RerankRequest, domain: str, user_key: str | None,
+                 **options: Any) -> RerankResponse:
+    """One rerank through the service, counted in the metrics: what every rerank route does."""
     t0 = time.perf_counter()
-    d = service.resolve_domain(domain, body.domain)
-    label = metrics.domain_label(d, service.knows(d))
+    label = metrics.domain_label(domain, _service(request).knows(domain))
     try:
-        response = await service.rerank(body, d, ab.user_key(body.user_id, x_user_id, x_session_id))
+        response = await _service(request).rerank(body, domain, user_key, **options)
     except BadRequest as e:
         metrics.ERRORS.labels(label, str(e.status)).inc()
         raise
