@@ -10,6 +10,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -26,6 +27,23 @@ class Scored:
     scores: np.ndarray  # relevance in 0..1, one per document, in input order
     truncated: int  # documents cut at the per-document token cap (or, with truncate, at the window)
     windows: int = 0  # model inputs scored: one per window of every document
+
+
+class TooManyTokens(ValueError):
+    """A request whose windows hold more tokens than the per-request bound; raised after tokenization,
+    before any inference."""
+
+    def __init__(self, tokens: int, windows: int, bound: int):
+        super().__init__(tokens, windows, bound)  # args: so it pickles across processes
+        self.tokens, self.windows, self.bound = tokens, windows, bound
+
+    def __str__(self) -> str:
+        return (f"{self.tokens} tokens in {self.windows} windows (every window of every document, query "
+                f"included) over the per-request bound of {self.bound}")
+
+
+class Stopped(RuntimeError):
+    """Scoring abandoned between batches: the request's deadline passed or it was cancelled."""
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -87,10 +105,12 @@ class VersionScorer:
                     feed["token_type_ids"][row, :n] = e.type_ids
             yield idx, feed
 
-    def _run(self, encs: list[Encoding]) -> np.ndarray:
-        """Outputs in input order."""
+    def _run(self, encs: list[Encoding], stop: Callable[[], bool] | None = None) -> np.ndarray:
+        """Outputs in input order. `stop()` is asked before each batch: True abandons the request."""
         outs: list[np.ndarray] = [None] * len(encs)  # type: ignore[list-item]
         for idx, feed in self._batches(encs):
+            if stop is not None and stop():
+                raise Stopped("scoring stopped: deadline passed or request cancelled")
             out = self._infer(feed)
             for row, i in enumerate(idx):
                 outs[i] = out[row]
@@ -106,13 +126,20 @@ class VersionScorer:
 
     # -- scoring --------------------------------------------------------------------------------
     def score(self, query: str, documents: list[str], max_tokens_per_doc: int | None = None,
-              truncate: bool = False) -> Scored:
+              truncate: bool = False, max_total_tokens: int | None = None,
+              stop: Callable[[], bool] | None = None) -> Scored:
         """max_tokens_per_doc: this request's per-document token cap (default: doc_tokens).
-        truncate: score only each document's first window, as a plain truncating reranker does."""
+        truncate: score only each document's first window, as a plain truncating reranker does.
+        max_total_tokens: refuse (TooManyTokens) a request whose model inputs hold more tokens.
+        stop: asked between batches; True raises Stopped (a deadline or a cancelled request)."""
         if not documents:
             return Scored(np.zeros(0, dtype=np.float32), 0, 0)
         inputs, w = self._inputs(query, documents, max_tokens_per_doc, truncate)
-        out = self._run(inputs)
+        if max_total_tokens is not None:
+            tokens = sum(len(e.ids) for e in inputs)
+            if tokens > max_total_tokens:
+                raise TooManyTokens(tokens, len(w.encodings), max_total_tokens)
+        out = self._run(inputs, stop)
         if self.kind == "cross-encoder":
             logits = out.reshape(len(inputs), -1)[:, 0]
             per_window = sigmoid(logits) if self.activation == "sigmoid" else logits

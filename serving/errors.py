@@ -8,6 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from scoring.scorer import TooManyTokens
+from serving.overload import Unavailable
 from serving.rerank_service import BadRequest
 from state.ids import InvalidId
 from state.registry import NotFound, RegistryError
@@ -64,9 +66,25 @@ def install(app: FastAPI) -> None:
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=404)
 
+    @app.exception_handler(TooManyTokens)
+    async def _too_many_tokens(request: Request, exc: TooManyTokens) -> JSONResponse:
+        message = (f"{exc} (RERANKER_MAX_REQUEST_TOKENS): send fewer or shorter documents, "
+                   f"or a lower max_tokens_per_doc")
+        return JSONResponse({"error": f"documents: {message}", "detail": [{"field": "documents", "message": message}]},
+                            status_code=413)
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        return unavailable(str(exc), exc.retry_after_s)
+
     @app.exception_handler(RegistryError)
     async def _registry(request: Request, exc: RegistryError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=409)
+
+
+def unavailable(message: str, retry_after_s: int) -> JSONResponse:
+    """503 with Retry-After: overloaded, deadline passed, replica lost or stopping; try again later."""
+    return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": str(retry_after_s)})
 
 
 class BodyLimit:

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from pathlib import Path
+from typing import Callable
 
 from ray import serve
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from scoring.scorer import Scored, VersionScorer
+from scoring.scorer import Scored, Stopped, TooManyTokens, VersionScorer
+from serving import overload
 from state.ids import BASE_MODEL_ID, split_model_id
 from state.registry import Registry
 from state.settings import Settings
@@ -35,7 +41,7 @@ class PoolCore:
 
     def _open(self, version_dir: Path | str) -> VersionScorer:
         s = self.settings
-        return VersionScorer(version_dir, threads=s.intra_op_threads, max_length=s.max_length,
+        return VersionScorer(version_dir, threads=s.pool_threads, max_length=s.max_length,
                              batch_size=s.batch_size, engine=s.engine, doc_tokens=s.doc_tokens,
                              window_overlap=s.window_overlap, window_aggregate=s.window_aggregate)
 
@@ -49,13 +55,27 @@ class PoolCore:
             self.registry.mark_failed(domain, version, f"load failed: {e}")
             raise ModelLoadError(f"{model_id} failed to load: {e}") from e
 
+    def score(self, model: VersionScorer, query: str, documents: list[str], max_tokens_per_doc: int | None,
+              stop: Callable[[], bool] | None = None) -> Scored:
+        """Within the per-request token bound (TooManyTokens before any inference)."""
+        return model.score(query, documents, max_tokens_per_doc, max_total_tokens=self.settings.max_request_tokens,
+                           stop=stop)
+
+
+def stopper(budget_s: float | None) -> tuple[Callable[[], bool], threading.Event]:
+    """(stop, cancelled): stop() is True once the request's time is up or `cancelled` is set."""
+    cancelled = threading.Event()
+    end = None if budget_s is None else time.monotonic() + budget_s
+    return (lambda: cancelled.is_set() or (end is not None and time.monotonic() > end)), cancelled
+
 
 def pool_deployment(settings: Settings):
     """Built per settings because max_num_models_per_replica is fixed when the class is decorated."""
 
     @serve.deployment(name="RerankerPool", num_replicas=settings.pool_replicas,
                       ray_actor_options={"num_cpus": settings.pool_num_cpus},
-                      max_ongoing_requests=settings.pool_max_ongoing_requests)
+                      max_ongoing_requests=settings.pool_max_ongoing_requests,
+                      max_queued_requests=settings.pool_max_queued_requests)
     class RerankerPool:
         def __init__(self, settings: Settings, base_dir: str):
             self.core = PoolCore(settings, base_dir)
@@ -64,22 +84,62 @@ def pool_deployment(settings: Settings):
         async def get_model(self, model_id: str) -> VersionScorer:
             return await asyncio.to_thread(self.core.load, model_id)
 
-        async def score(self, query: str, documents: list[str], max_tokens_per_doc: int | None) -> Scored:
+        async def score(self, query: str, documents: list[str], max_tokens_per_doc: int | None,
+                        budget_s: float | None = None) -> Scored:
+            """budget_s: the caller's time left; scoring stops between batches when it runs out or
+            the caller cancels (the thread cannot be interrupted mid-batch)."""
             model_id = serve.get_multiplexed_model_id()
             model = self.core.base if model_id in ("", BASE_MODEL_ID) else await self.get_model(model_id)
-            return await asyncio.to_thread(model.score, query, documents, max_tokens_per_doc)
+            stop, cancelled = stopper(budget_s)
+            try:
+                return await asyncio.to_thread(self.core.score, model, query, documents, max_tokens_per_doc, stop)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
 
     return RerankerPool
 
 
 class PoolClient:
     """The ingress' Scorer: scores through the pool deployment; the model id picks the multiplexed
-    replica and model."""
+    replica and model.
 
-    def __init__(self, handle: DeploymentHandle):
-        self.handle = handle
+    A request whose replica dies under it is sent once more (Serve's router has dropped the dead
+    replica, so it goes to another); a full queue (max_queued_requests) or a second loss is
+    `Unavailable` (503 + Retry-After). The request's deadline travels with it (serving/overload.py)."""
+
+    REPLICA_LOST = (ActorDiedError, ActorUnavailableError)
+
+    def __init__(self, handle: DeploymentHandle, retry_after_s: int = 1):
+        self.handle, self.retry_after_s = handle, retry_after_s
 
     async def score(self, model_id: str, query: str, documents: list[str],
                     max_tokens_per_doc: int | None = None) -> Scored:
         h = self.handle if model_id == BASE_MODEL_ID else self.handle.options(multiplexed_model_id=model_id)
-        return await h.score.remote(query, documents, max_tokens_per_doc)
+        for attempt in (1, 2):
+            try:
+                return await self._call(h, query, documents, max_tokens_per_doc)
+            except self.REPLICA_LOST as e:
+                if attempt == 2:
+                    raise overload.Unavailable(f"server: two pool replicas lost under this request ({type(e).__name__})",
+                                               self.retry_after_s) from e
+                log.warning("pool replica lost under a request (%s): retrying once on another", type(e).__name__)
+            except BackPressureError as e:
+                raise overload.Unavailable(f"server: overloaded, {e}", self.retry_after_s) from None
+            except RayTaskError as e:  # the replica raised: re-raise what it raised, without Ray's wrapper
+                if isinstance(e.cause, Stopped):
+                    raise overload.Unavailable("server: request deadline passed while scoring",
+                                               self.retry_after_s) from None
+                if isinstance(e.cause, TooManyTokens):
+                    raise TooManyTokens(*e.cause.args) from None
+                raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _call(h: DeploymentHandle, query: str, documents: list[str], max_tokens_per_doc: int | None) -> Scored:
+        response = h.score.remote(query, documents, max_tokens_per_doc, overload.remaining())
+        try:
+            return await response
+        except asyncio.CancelledError:
+            response.cancel()  # the deadline passed or the client left: the replica stops scoring too
+            raise

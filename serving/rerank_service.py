@@ -1,14 +1,15 @@
 """The serving logic behind /rerank as a plain class: testable without HTTP or Ray."""
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from scoring.scorer import Scored
-from serving import ab
+from scoring.scorer import Scored, TooManyTokens
+from serving import ab, overload
 from serving.ab import Arm
 from serving.protocol import DocumentIn, RerankRequest, RerankResponse, RerankResult
 from state.ids import BASE_MODEL_ID, InvalidId, validate_domain
@@ -89,19 +90,36 @@ class RerankService:
                 objs.append(None)
         return texts, objs
 
-    # -- the request --------------------------------------------------------------------------
-    async def rerank(self, req: RerankRequest, domain: str, user_key: str | None = None) -> RerankResponse:
-        t0 = time.perf_counter()
-        texts, objs = self.documents(req)
+    async def score(self, req: RerankRequest, domain: str, texts: list[str], user_key: str | None) -> tuple[Arm, Scored]:
+        """The A/B arm and its scores; a domain model that fails to load falls back to the base."""
         arm = ab.choose(domain, self._versions.get(domain), user_key, self.settings.ab_split)
         try:
-            scored = await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc)
+            return arm, await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc)
+        except (TooManyTokens, overload.Unavailable):
+            raise  # the request's size or the service's load: the base would fare no better
         except Exception as e:  # noqa: BLE001 - a broken domain model must not fail the request
             if arm.variant == ab.BASE:
                 raise
             self._versions.invalidate(domain)  # the pool marked it failed; the registry moved on
             arm = Arm(ab.BASE, BASE_MODEL_ID, f"domain model {arm.model_id} failed to load: {e}"[:300])
-            scored = await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc)
+            return arm, await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc)
+
+    # -- the request --------------------------------------------------------------------------
+    async def rerank(self, req: RerankRequest, domain: str, user_key: str | None = None,
+                     defer: Callable[..., Any] | None = None) -> RerankResponse:
+        """defer(func, *args): how to log the impression; the HTTP route passes its
+        BackgroundTasks.add_task, so an impression is logged only once its response was sent (a
+        request cut before that, by a deadline, a client that left or a stop, logs nothing).
+        None logs it at once."""
+        t0 = time.perf_counter()
+        texts, objs = self.documents(req)
+        timeout = self.settings.request_timeout_s
+        with overload.deadline(timeout):
+            try:
+                arm, scored = await asyncio.wait_for(self.score(req, domain, texts, user_key), timeout)
+            except TimeoutError:
+                raise overload.Unavailable(f"server: not answered within the {timeout:g} s request deadline",
+                                           self.settings.retry_after_s) from None
         scores = scored.scores
         order = np.argsort(-np.asarray(scores), kind="stable")
         if req.top_n is not None:
@@ -119,8 +137,17 @@ class RerankService:
         response = RerankResponse(id=uuid.uuid4().hex, results=results, model=arm.model_id, domain=domain,
                                   variant=arm.variant, meta=meta)
         if self.events is not None:
-            self.events.log_rerank(response, req, texts, objs, scores, user_key, latency_ms)
+            impression = (response, req, texts, objs, scores, user_key, latency_ms)
+            if defer is not None:
+                defer(self._log, *impression)
+            else:
+                self.events.log_rerank(*impression)
         return response
+
+    async def _log(self, *impression: Any) -> None:
+        """Async on purpose: BackgroundTasks would run a plain function in a worker thread, off the
+        logger's event loop."""
+        self.events.log_rerank(*impression)
 
 
 def _document(text: str, obj: DocumentIn | None) -> dict[str, Any]:

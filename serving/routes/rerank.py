@@ -4,10 +4,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Header, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from scoring.scorer import TooManyTokens
 from serving import ab, metrics
+from serving.overload import Unavailable
 from serving.protocol import DomainQuery, RerankRequest, RerankResponse, errors
 from serving.rerank_service import BadRequest, RerankService
 from state.ids import BASE_MODEL_ID
@@ -20,20 +22,26 @@ def _service(request: Request) -> RerankService:
 
 
 @router.post("/rerank", response_model=RerankResponse, response_model_exclude_none=True,
-             responses=errors(400, 413, 422))
+             responses=errors(400, 413, 422, 503))
 @router.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True,
-             responses=errors(400, 413, 422))
+             responses=errors(400, 413, 422, 503))
 @router.post("/v2/rerank", response_model=RerankResponse, response_model_exclude_none=True,
-             responses=errors(400, 413, 422))
-async def rerank(body: RerankRequest, request: Request, domain: DomainQuery = None,
+             responses=errors(400, 413, 422, 503))
+async def rerank(body: RerankRequest, request: Request, background: BackgroundTasks, domain: DomainQuery = None,
                  x_user_id: str | None = Header(None), x_session_id: str | None = Header(None)) -> RerankResponse:
+    """503 + Retry-After when the deadline (RERANKER_REQUEST_TIMEOUT_S) passes or the pool sheds load;
+    413 over RERANKER_MAX_REQUEST_TOKENS. The impression is logged after the response is sent."""
     service = _service(request)
     t0 = time.perf_counter()
     d = service.resolve_domain(domain, body.domain)
     try:
-        response = await service.rerank(body, d, ab.user_key(body.user_id, x_user_id, x_session_id))
+        response = await service.rerank(body, d, ab.user_key(body.user_id, x_user_id, x_session_id),
+                                        defer=background.add_task)
     except BadRequest as e:
         metrics.ERRORS.labels(d, str(e.status)).inc()
+        raise
+    except (TooManyTokens, Unavailable) as e:
+        metrics.ERRORS.labels(d, "413" if isinstance(e, TooManyTokens) else "503").inc()
         raise
     except Exception:
         metrics.ERRORS.labels(d, "500").inc()
