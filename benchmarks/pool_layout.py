@@ -37,12 +37,7 @@ def pool_memory_mb(runner_pid: int) -> dict:
 def run_layout(name: str, env: dict, args, version_dir: Path) -> dict:
     from serving import local
 
-    home = Path(tempfile.mkdtemp(prefix=f"reranker-layout-{name}-"))
-    base = Path(os.environ["BENCH_BASE_DIR"]) if os.environ.get("BENCH_BASE_DIR") else None
-    if base is not None:  # reuse an exported base model instead of exporting it again
-        import shutil
-
-        shutil.copytree(base, home / "models" / "_base" / base.name)
+    home = svc.fresh_home(f"reranker-layout-{name}-")
     proc = local.start_runner(home, args.port, env={**env, "RERANKER_ADMIN_TOKEN": svc.admin_headers()[
         "Authorization"].removeprefix("Bearer ")})
     url = f"http://127.0.0.1:{args.port}"
@@ -68,7 +63,7 @@ def run_layout(name: str, env: dict, args, version_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--port", type=int, default=8125)
+    ap.add_argument("--port", type=int, default=0, help="default: a free port")
     ap.add_argument("--users", type=int, default=4)
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--domains", default="scifact,legal")
@@ -76,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "reranker-bench-latency")
     ap.add_argument("--out", type=Path, default=RESULTS / "pool_layout.json")
     args = ap.parse_args(argv)
+    args.port = args.port or svc.free_port()
     from benchmarks.latency import ensure_models
 
     _, version_dir = ensure_models(args.cache)

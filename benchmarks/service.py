@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -68,6 +69,24 @@ def service(url: str | None, port: int, home: Path | None = None) -> Iterator[st
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fresh_home(prefix: str) -> Path:
+    """A new RERANKER_HOME; BENCH_BASE_DIR (an exported base version dir) is copied in, so the service
+    does not export the base model again."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    if os.environ.get("BENCH_BASE_DIR"):
+        import shutil
+
+        base = Path(os.environ["BENCH_BASE_DIR"])
+        shutil.copytree(base, home / "models" / "_base" / base.name)
+    return home
 
 
 def publish(url: str, domain: str, version_dir: Path, activate: bool) -> str:

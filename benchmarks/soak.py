@@ -5,8 +5,8 @@ around the kill, and impressions answered vs stored. Results in results/soak.jso
     nice -n 10 .venv/bin/python -m benchmarks.soak                     # 30 min
     .venv/bin/python -m benchmarks.soak --minutes 3 --saturation-s 30  # a short run
 
-It runs its own service (`python -m serving.main`, what `make serve` runs, on 127.0.0.1:8124 with a
-private local Ray and a fresh RERANKER_HOME unless BENCH_HOME is set): saturation is measured first
+It runs its own service (`python -m serving.main`, what `make serve` runs, on a free loopback port with a
+private local Ray and a fresh RERANKER_HOME; BENCH_BASE_DIR reuses an exported base model): saturation is measured first
 (locust users with no pause), then the soak runs at `--load` (0.8) of it with a fixed rate per user.
 One domain has a published cross-encoder (benchmarks.latency's export) whose two versions are
 promoted in turn; a second domain stays on the base model.
@@ -65,7 +65,7 @@ def failures_by_status(csv_prefix: Path) -> dict[str, int]:
     if not path.is_file():
         return out
     for row in csv.DictReader(open(path)):
-        m = re.match(r"(\d{3}):", row["Error"])
+        m = re.search(r"\b(\d{3}): ", row["Error"])  # locust wraps it: CatchResponseError('503: ...')
         key = m.group(1) if m else row["Error"][:60]
         out[key] = out.get(key, 0) + int(row["Occurrences"])
     return out
@@ -82,11 +82,13 @@ def loadavg_sampler(samples: list, stop: threading.Event, every: float = 30) -> 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--port", type=int, default=8124)
+    ap.add_argument("--port", type=int, default=0, help="default: a free port")
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--load", type=float, default=0.8, help="share of the measured saturation")
     ap.add_argument("--saturation-s", type=int, default=90, help="seconds of the saturation measurement")
-    ap.add_argument("--users", type=int, default=8)
+    ap.add_argument("--users", type=int, default=8, help="locust users of the soak (each at a fixed rate)")
+    ap.add_argument("--saturation-users", type=int, default=4,
+                    help="users with no pause that measure saturation: 2 per pool replica keeps each one busy")
     ap.add_argument("--promote-every", type=float, default=90)
     ap.add_argument("--kill-at", type=float, default=0.4, help="kill a pool replica at this share of the soak")
     ap.add_argument("--domain", default="scifact")
@@ -94,12 +96,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "reranker-bench-latency")
     ap.add_argument("--out", type=Path, default=RESULTS / "soak.json")
     args = ap.parse_args(argv)
+    args.port = args.port or svc.free_port()
     from benchmarks.latency import ensure_models
     from serving import local
     from state.store import Store
 
     _, version_dir = ensure_models(args.cache)
-    home = Path(os.environ.get("BENCH_HOME") or tempfile.mkdtemp(prefix="reranker-soak-home-"))
+    home = svc.fresh_home("reranker-soak-home-")
     token = os.environ.get("RERANKER_ADMIN_TOKEN", svc.ADMIN_TOKEN)
     proc = local.start_runner(home, args.port, env={"RERANKER_ADMIN_TOKEN": token})
     url = f"http://127.0.0.1:{args.port}"
@@ -117,10 +120,12 @@ def main(argv: list[str] | None = None) -> dict:
         env = {"BENCH_DOMAINS": ",".join(domains)}
 
         # 1. saturation: users that never pause
-        proc_sat = run_locust(url, args.users, args.saturation_s, tmp / "saturation", {**env, "BENCH_RPS_PER_USER": "max"})
+        proc_sat = run_locust(url, args.saturation_users, args.saturation_s, tmp / "saturation",
+                              {**env, "BENCH_RPS_PER_USER": "max"})
         proc_sat.wait(timeout=args.saturation_s + 300)
         sat = read_stats(tmp / "saturation")
-        saturation_rps = sat["/rerank"]["rps"]
+        # answered requests per second: under overload the rest are 503s, which are not throughput
+        saturation_rps = (sat["/rerank"]["requests"] - sat["/rerank"]["failures"]) / args.saturation_s
         target = args.load * saturation_rps
         print(f"saturation {saturation_rps:.2f} rps (p50 {sat['/rerank']['p50_ms']} ms); soak at {target:.2f} rps",
               flush=True)
@@ -130,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
         seconds = int(args.minutes * 60)
         probe = Probe(url, args.base_domain)
         probe.thread.start()
-        locust = run_locust(url, args.users, seconds, tmp / "soak", {**env, "BENCH_RPS_PER_USER": f"{target / args.users:.4f}"})
+        locust = run_locust(url, args.users, seconds, tmp / "soak",
+                            {**env, "BENCH_RPS_PER_USER": f"{target / args.users:.4f}"})
         t0 = time.monotonic()
         promotes, kill = [], None
         next_promote, kill_at = t0 + args.promote_every, t0 + args.kill_at * seconds
@@ -164,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
             kill["probe_failures_within_60_s"] = sum(1 for t, s in probe.seen if k <= t <= k + 60 and s != 200)
         rerank = stats.get("/rerank", {})
         result.update({"answered_by_locust": rerank.get("requests", 0) - rerank.get("failures", 0),
-                       "saturation": {"users": args.users, "seconds": args.saturation_s, "stats": sat},
+                       "saturation": {"users": args.saturation_users, "seconds": args.saturation_s,
+                                      "answered_rps": saturation_rps, "stats": sat},
                        "target_rps": target, "soak": {"minutes": args.minutes, "users": args.users, "stats": stats},
                        "failures_by_status": by_status,
                        "5xx": sum(n for code, n in by_status.items() if code.startswith("5")),

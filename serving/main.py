@@ -33,7 +33,8 @@ def _deploy(config_path: Path, dashboard: bool):
 
     config = ServeDeploySchema.model_validate(yaml.safe_load(config_path.read_text()))
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), namespace="serve", include_dashboard=None if dashboard else False)
+        ray.init(address=os.environ.get("RAY_ADDRESS"), namespace="serve",
+                 include_dashboard=None if dashboard else False)
     return config, _private_api.serve_start(
         http_options=config.http_options.model_dump(), proxy_location=config.proxy_location,
         grpc_options=gRPCOptions(**config.grpc_options.model_dump()), controller_options=config.controller_options)

@@ -121,8 +121,8 @@ class PoolClient:
                 return await self._call(h, query, documents, max_tokens_per_doc)
             except self.REPLICA_LOST as e:
                 if attempt == 2:
-                    raise overload.Unavailable(f"server: two pool replicas lost under this request ({type(e).__name__})",
-                                               self.retry_after_s) from e
+                    raise overload.Unavailable(f"server: two pool replicas lost under this request "
+                                               f"({type(e).__name__})", self.retry_after_s) from e
                 log.warning("pool replica lost under a request (%s): retrying once on another", type(e).__name__)
             except BackPressureError as e:
                 raise overload.Unavailable(f"server: overloaded, {e}", self.retry_after_s) from None

@@ -90,7 +90,8 @@ class RerankService:
                 objs.append(None)
         return texts, objs
 
-    async def score(self, req: RerankRequest, domain: str, texts: list[str], user_key: str | None) -> tuple[Arm, Scored]:
+    async def score(self, req: RerankRequest, domain: str, texts: list[str],
+                    user_key: str | None) -> tuple[Arm, Scored]:
         """The A/B arm and its scores; a domain model that fails to load falls back to the base."""
         arm = ab.choose(domain, self._versions.get(domain), user_key, self.settings.ab_split)
         try:

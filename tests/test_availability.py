@@ -75,6 +75,25 @@ def test_token_bound_over_http_names_the_bound_and_honours_the_per_document_cap(
     assert capped.json()["meta"]["windows"] == 40
 
 
+def test_a_client_that_leaves_gets_no_impression(service, settings):
+    """Serve cancels the request of a client that disconnects: no response is sent, nothing is logged."""
+    from state.store import Store
+
+    heavy = {"query": "budget", "documents": [FILLER * 45] * 40}  # ~160 windows: seconds of scoring
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{service.url}/rerank?domain=leaver", json=heavy, timeout=0.3)
+    time.sleep(2)
+    with service.client() as c:
+        answered = c.post("/rerank?domain=leaver", json={"query": "q", "documents": ["a", "b"]}).json()["id"]
+    store = Store(settings.database_url)
+    try:
+        wait_for(lambda: store.has_impression(answered), 60, "the answered request's impression")
+        time.sleep(1)
+        assert store.count_impressions("leaver") == 1
+    finally:
+        store.close()
+
+
 def test_pool_client_deadline_stops_the_replica_and_answers_unavailable(service):
     """The deadline travels to the replica: with no time left it stops before scoring (Stopped), which
     the ingress side turns into Unavailable (503 + Retry-After)."""
