@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     # send through the model, counted over every window of every document (query included): a
     # request over it is refused with 413 after tokenization, before any inference.
     request_timeout_s: float = Field(10.0, gt=0)
-    max_request_tokens: int = Field(200_000, ge=1)
+    # 150,000 tokens = ~590 windows of 256: ~6.7 s on one quiet pool thread (11.4 ms/window, OpenVINO),
+    # inside the deadline
+    max_request_tokens: int = Field(150_000, ge=1)
     retry_after_s: int = Field(1, ge=0)
     # Graceful stop (serving/main.py, on SIGTERM or SIGINT): new requests get 503 while the ones in
     # flight finish, for at most drain_grace_s; then the deployments stop and impressions flush.
