@@ -193,9 +193,9 @@ def main(argv: list[str] | None = None) -> dict:
         stored = {d: store.count_impressions(d) for d in domains}
     finally:
         store.close()
-    probe_answered = result.get("probe", {}).get("answered", 0)
-    result["impressions"] = {"answered_by_locust": result.get("answered_by_locust"), "answered_by_probe": probe_answered,
-                             "answered": (result.get("answered_by_locust") or 0) + probe_answered, "stored": sum(stored.values()),
+    by_locust, by_probe = result.get("answered_by_locust") or 0, result.get("probe", {}).get("answered", 0)
+    result["impressions"] = {"answered_by_locust": by_locust, "answered_by_probe": by_probe,
+                             "answered": by_locust + by_probe, "stored": sum(stored.values()),
                              "stored_by_domain": stored}
     result["loadavg"] = {"start": load_samples[0], "median": statistics.median(load_samples),
                          "max": max(load_samples), "end": os.getloadavg()[0]}

@@ -15,7 +15,7 @@ from ray.serve.handle import DeploymentHandle
 from serving import drain, errors, events
 from serving.pool import PoolClient
 from serving.rerank_service import RerankService, Scorer
-from serving.routes import feedback, jobs, models, rerank
+from serving.routes import catalog, feedback, jobs, models, rerank, tei
 from state.registry import Registry
 from state.settings import Settings
 
@@ -31,7 +31,7 @@ def create_app(settings: Settings, scorer: Scorer) -> FastAPI:
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body_bytes,
                        upload_max_bytes=settings.max_upload_bytes)
-    for r in (rerank.router, models.router, feedback.router, jobs.router):
+    for r in (rerank.router, catalog.router, tei.router, models.router, feedback.router, jobs.router):
         app.include_router(r)
     app.state.drain = drain.Drain(settings.retry_after_s)
     app.add_middleware(drain.DrainMiddleware, drain=app.state.drain)  # added last: runs first

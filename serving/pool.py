@@ -18,6 +18,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from scoring.cache import EmbeddingCache
 from scoring.scorer import Scored, Stopped, TooManyTokens, VersionScorer
 from serving import overload
 from state.ids import BASE_MODEL_ID, split_model_id
@@ -37,13 +38,14 @@ class PoolCore:
     def __init__(self, settings: Settings, base_dir: Path | str):
         self.settings = settings
         self.registry = Registry(settings.registry_root)
+        self.cache = EmbeddingCache(settings.embedding_cache_mb << 20) if settings.embedding_cache_mb else None
         self.base = self._open(base_dir)
 
     def _open(self, version_dir: Path | str) -> VersionScorer:
         s = self.settings
         return VersionScorer(version_dir, threads=s.pool_threads, max_length=s.max_length,
                              batch_size=s.batch_size, engine=s.engine, doc_tokens=s.doc_tokens,
-                             window_overlap=s.window_overlap, window_aggregate=s.window_aggregate)
+                             window_overlap=s.window_overlap, window_aggregate=s.window_aggregate, cache=self.cache)
 
     def load(self, model_id: str) -> VersionScorer:
         domain, version = split_model_id(model_id)
@@ -56,10 +58,10 @@ class PoolCore:
             raise ModelLoadError(f"{model_id} failed to load: {e}") from e
 
     def score(self, model: VersionScorer, query: str, documents: list[str], max_tokens_per_doc: int | None,
-              stop: Callable[[], bool] | None = None) -> Scored:
+              truncate: bool = False, stop: Callable[[], bool] | None = None) -> Scored:
         """Within the per-request token bound (TooManyTokens before any inference)."""
-        return model.score(query, documents, max_tokens_per_doc, max_total_tokens=self.settings.max_request_tokens,
-                           stop=stop)
+        return model.score(query, documents, max_tokens_per_doc, truncate,
+                           max_total_tokens=self.settings.max_request_tokens, stop=stop)
 
 
 def stopper(budget_s: float | None) -> tuple[Callable[[], bool], threading.Event]:
@@ -84,15 +86,21 @@ def pool_deployment(settings: Settings):
         async def get_model(self, model_id: str) -> VersionScorer:
             return await asyncio.to_thread(self.core.load, model_id)
 
+        async def warm(self) -> None:
+            """Load the request's model id into this replica's LRU and score once (the load check)."""
+            model = await self.get_model(serve.get_multiplexed_model_id())
+            await asyncio.to_thread(model.score, "check", ["check"])
+
         async def score(self, query: str, documents: list[str], max_tokens_per_doc: int | None,
-                        budget_s: float | None = None) -> Scored:
+                        truncate: bool = False, budget_s: float | None = None) -> Scored:
             """budget_s: the caller's time left; scoring stops between batches when it runs out or
             the caller cancels (the thread cannot be interrupted mid-batch)."""
             model_id = serve.get_multiplexed_model_id()
             model = self.core.base if model_id in ("", BASE_MODEL_ID) else await self.get_model(model_id)
             stop, cancelled = stopper(budget_s)
             try:
-                return await asyncio.to_thread(self.core.score, model, query, documents, max_tokens_per_doc, stop)
+                return await asyncio.to_thread(self.core.score, model, query, documents, max_tokens_per_doc,
+                                               truncate, stop)
             except asyncio.CancelledError:
                 cancelled.set()
                 raise
@@ -113,12 +121,15 @@ class PoolClient:
     def __init__(self, handle: DeploymentHandle, retry_after_s: int = 1):
         self.handle, self.retry_after_s = handle, retry_after_s
 
+    def _for(self, model_id: str) -> DeploymentHandle:
+        return self.handle if model_id == BASE_MODEL_ID else self.handle.options(multiplexed_model_id=model_id)
+
     async def score(self, model_id: str, query: str, documents: list[str],
-                    max_tokens_per_doc: int | None = None) -> Scored:
-        h = self.handle if model_id == BASE_MODEL_ID else self.handle.options(multiplexed_model_id=model_id)
+                    max_tokens_per_doc: int | None = None, truncate: bool = False) -> Scored:
+        h = self._for(model_id)
         for attempt in (1, 2):
             try:
-                return await self._call(h, query, documents, max_tokens_per_doc)
+                return await self._call(h, query, documents, max_tokens_per_doc, truncate)
             except self.REPLICA_LOST as e:
                 if attempt == 2:
                     raise overload.Unavailable(f"server: two pool replicas lost under this request "
@@ -136,10 +147,18 @@ class PoolClient:
         raise AssertionError("unreachable")
 
     @staticmethod
-    async def _call(h: DeploymentHandle, query: str, documents: list[str], max_tokens_per_doc: int | None) -> Scored:
-        response = h.score.remote(query, documents, max_tokens_per_doc, overload.remaining())
+    async def _call(h: DeploymentHandle, query: str, documents: list[str], max_tokens_per_doc: int | None,
+                    truncate: bool) -> Scored:
+        response = h.score.remote(query, documents, max_tokens_per_doc, truncate, overload.remaining())
         try:
             return await response
         except asyncio.CancelledError:
             response.cancel()  # the deadline passed or the client left: the replica stops scoring too
             raise
+
+    async def warm(self, model_id: str) -> None:
+        """Load a version into the pool before it is promoted; raises ModelLoadError saying why not."""
+        try:
+            await self._for(model_id).warm.remote()
+        except RayTaskError as e:  # keep the replica's message, not Ray's traceback
+            raise ModelLoadError(str(e.cause) if e.cause is not None else str(e)) from None

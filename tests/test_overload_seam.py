@@ -32,7 +32,7 @@ class Scripted:
         self.cancelled = 0
         self.started = threading.Event()
 
-    async def score(self, model_id, query, documents, max_tokens_per_doc=None) -> Scored:
+    async def score(self, model_id, query, documents, max_tokens_per_doc=None, truncate=False) -> Scored:
         self.calls.append(model_id)
         self.started.set()
         try:

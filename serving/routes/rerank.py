@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -29,22 +30,30 @@ def _service(request: Request) -> RerankService:
              responses=errors(400, 413, 422, 503))
 async def rerank(body: RerankRequest, request: Request, background: BackgroundTasks, domain: DomainQuery = None,
                  x_user_id: str | None = Header(None), x_session_id: str | None = Header(None)) -> RerankResponse:
-    """503 + Retry-After when the deadline (RERANKER_REQUEST_TIMEOUT_S) passes or the pool sheds load;
-    413 over RERANKER_MAX_REQUEST_TOKENS. The impression is logged after the response is sent."""
-    service = _service(request)
+    """Cohere's rerank. The domain: `model` (a domain id, `domain:<id>`, or a Cohere model id that names
+    none), `?domain=`, the body's `domain`, else the default; a `model` and a domain that disagree are a 422."""
+    d = _service(request).resolve_domain(domain, body.domain, body.model)
+    api_version = "1" if request.url.path.startswith("/v1/") else "2"
+    return await answer(request, background, body, d, ab.user_key(body.user_id, x_user_id, x_session_id),
+                        api_version=api_version)
+
+
+async def answer(request: Request, background: BackgroundTasks, body: RerankRequest, domain: str,
+                 user_key: str | None, **options: Any) -> RerankResponse:
+    """One rerank through the service, counted in the metrics: what every rerank route does. The
+    impression is logged in `background`, after the response is sent; 503 + Retry-After when the deadline
+    (RERANKER_REQUEST_TIMEOUT_S) passes or the pool sheds load; 413 over RERANKER_MAX_REQUEST_TOKENS."""
     t0 = time.perf_counter()
-    d = service.resolve_domain(domain, body.domain)
     try:
-        response = await service.rerank(body, d, ab.user_key(body.user_id, x_user_id, x_session_id),
-                                        defer=background.add_task)
+        response = await _service(request).rerank(body, domain, user_key, defer=background.add_task, **options)
     except BadRequest as e:
-        metrics.ERRORS.labels(d, str(e.status)).inc()
+        metrics.ERRORS.labels(domain, str(e.status)).inc()
         raise
     except (TooManyTokens, Unavailable) as e:
-        metrics.ERRORS.labels(d, "413" if isinstance(e, TooManyTokens) else "503").inc()
+        metrics.ERRORS.labels(domain, "413" if isinstance(e, TooManyTokens) else "503").inc()
         raise
     except Exception:
-        metrics.ERRORS.labels(d, "500").inc()
+        metrics.ERRORS.labels(domain, "500").inc()
         raise
     metrics.observe(response, time.perf_counter() - t0, len(body.documents))
     return response
