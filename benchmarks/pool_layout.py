@@ -63,15 +63,11 @@ def run_layout(name: str, env: dict, args, version_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--port", type=int, default=0, help="default: a free port")
     ap.add_argument("--users", type=int, default=4)
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--domains", default="scifact,legal")
     ap.add_argument("--layouts", default="1x2,2x1")
-    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "reranker-bench-latency")
-    ap.add_argument("--out", type=Path, default=RESULTS / "pool_layout.json")
-    args = ap.parse_args(argv)
-    args.port = args.port or svc.free_port()
+    args = svc.own_service_args(ap, RESULTS / "pool_layout.json", argv)
     from benchmarks.latency import ensure_models
 
     _, version_dir = ensure_models(args.cache)

@@ -77,6 +77,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def own_service_args(ap: argparse.ArgumentParser, out: Path, argv: list[str] | None) -> argparse.Namespace:
+    """Parse the arguments of a benchmark that runs its own service, adding --port (default: a free
+    one), --cache (benchmarks.latency's models) and --out."""
+    ap.add_argument("--port", type=int, default=0, help="default: a free port")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "reranker-bench-latency")
+    ap.add_argument("--out", type=Path, default=out)
+    args = ap.parse_args(argv)
+    args.port = args.port or free_port()
+    return args
+
+
 def fresh_home(prefix: str) -> Path:
     """A new RERANKER_HOME; BENCH_BASE_DIR (an exported base version dir) is copied in, so the service
     does not export the base model again."""

@@ -82,7 +82,6 @@ def loadavg_sampler(samples: list, stop: threading.Event, every: float = 30) -> 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--port", type=int, default=0, help="default: a free port")
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--load", type=float, default=0.8, help="share of the measured saturation")
     ap.add_argument("--saturation-s", type=int, default=90, help="seconds of the saturation measurement")
@@ -93,10 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--kill-at", type=float, default=0.4, help="kill a pool replica at this share of the soak")
     ap.add_argument("--domain", default="scifact")
     ap.add_argument("--base-domain", default="legal")
-    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "reranker-bench-latency")
-    ap.add_argument("--out", type=Path, default=RESULTS / "soak.json")
-    args = ap.parse_args(argv)
-    args.port = args.port or svc.free_port()
+    args = svc.own_service_args(ap, RESULTS / "soak.json", argv)
     from benchmarks.latency import ensure_models
     from serving import local
     from state.store import Store
