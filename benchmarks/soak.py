@@ -52,6 +52,9 @@ class Probe:
             self.seen.append((t, status))
             self.stop.wait(self.every)
 
+    def count(self, status: int | None) -> int:
+        return sum(1 for _, s in self.seen if s == status)
+
     def longest_gap(self, start: float, end: float) -> float:
         """The longest time between two answered (200) probes sent in [start - 5 s, end]."""
         times = [t for t, s in self.seen if s == 200 and start - 5 <= t <= end]
@@ -172,7 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
                        "failures_by_status": by_status,
                        "5xx": sum(n for code, n in by_status.items() if code.startswith("5")),
                        "promotes": promotes, "kill": kill,
-                       "probe": {"sent": len(probe.seen), "answered": sum(1 for _, s in probe.seen if s == 200)}})
+                       "probe": {"sent": len(probe.seen), "answered": probe.count(200), "503": probe.count(503),
+                                 "500": probe.count(500), "transport_errors": probe.count(None)}})
     finally:
         # 3. graceful stop: every impression of an answered request must be in the store afterwards
         t_stop = time.monotonic()

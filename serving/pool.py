@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ray import serve
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
+from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
@@ -116,7 +116,8 @@ class PoolClient:
     replica, so it goes to another); a full queue (max_queued_requests) or a second loss is
     `Unavailable` (503 + Retry-After). The request's deadline travels with it (serving/overload.py)."""
 
-    REPLICA_LOST = (ActorDiedError, ActorUnavailableError)
+    # the replica died or is unreachable, or Ray's memory monitor killed it under this request
+    REPLICA_LOST = (RayActorError, OutOfMemoryError)
 
     def __init__(self, handle: DeploymentHandle, retry_after_s: int = 1):
         self.handle, self.retry_after_s = handle, retry_after_s
