@@ -193,10 +193,12 @@ def main(argv: list[str] | None = None) -> dict:
         stored = {d: store.count_impressions(d) for d in domains}
     finally:
         store.close()
+    sat_stats = result.get("saturation", {}).get("stats", {}).get("/rerank", {})
+    by_saturation = sat_stats.get("requests", 0) - sat_stats.get("failures", 0)
     by_locust, by_probe = result.get("answered_by_locust") or 0, result.get("probe", {}).get("answered", 0)
-    result["impressions"] = {"answered_by_locust": by_locust, "answered_by_probe": by_probe,
-                             "answered": by_locust + by_probe, "stored": sum(stored.values()),
-                             "stored_by_domain": stored}
+    result["impressions"] = {"answered_by_saturation_run": by_saturation, "answered_by_locust": by_locust,
+                             "answered_by_probe": by_probe, "answered": by_saturation + by_locust + by_probe,
+                             "stored": sum(stored.values()), "stored_by_domain": stored}
     result["loadavg"] = {"start": load_samples[0], "median": statistics.median(load_samples),
                          "max": max(load_samples), "end": os.getloadavg()[0]}
     r = result["soak"]["stats"].get("/rerank", {})

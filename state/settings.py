@@ -51,9 +51,9 @@ class Settings(BaseSettings):
 
     max_models_per_replica: int = 4
     # Two pool replicas of one thread each: losing one (a crash, an OOM kill) leaves the other serving
-    # while Serve restarts it, for ~130 MB more RSS and no measurable loss of throughput on 2 cores
-    # (README, Reliability). pool_threads is each replica's inference threads; intra_op_threads
-    # stays what exports measure ms/pair with.
+    # while Serve restarts it; the cost is a second copy of every loaded model (README, Reliability).
+    # pool_threads is each replica's inference threads; intra_op_threads stays what exports measure
+    # ms/pair with.
     pool_replicas: int = Field(2, ge=1)
     pool_threads: int = Field(1, ge=1)
     # Fractional CPUs so the pool, the ingress and a training job all fit on a 2-core machine.
