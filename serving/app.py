@@ -45,5 +45,9 @@ def compose(settings: Settings) -> Application:
     pool = pool_deployment(settings).options(
         ray_actor_options={"num_cpus": settings.pool_num_cpus, "runtime_env": runtime_env}
     ).bind(settings, str(base_dir(settings)))
+    # Beyond max_queued_requests waiting at the HTTP proxy, Serve itself answers 503 + Retry-After.
     return Ingress.options(num_replicas=settings.ingress_replicas,
+                           max_ongoing_requests=settings.ingress_max_ongoing_requests,
+                           max_queued_requests=settings.ingress_max_queued_requests,
+                           backpressure_config={"retry_after_s": settings.retry_after_s},
                            ray_actor_options={"num_cpus": 0, "runtime_env": runtime_env}).bind(settings, pool)

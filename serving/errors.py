@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from scoring.scorer import TooManyTokens
+from serving.overload import Unavailable
 from serving.protocol import ErrorBody
 from serving.rerank_service import BadRequest
 from state.ids import InvalidId
@@ -89,6 +91,16 @@ def install(app: FastAPI) -> None:
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
         return error_response(404, str(exc))
 
+    @app.exception_handler(TooManyTokens)
+    async def _too_many_tokens(request: Request, exc: TooManyTokens) -> JSONResponse:
+        message = (f"{exc} (RERANKER_MAX_REQUEST_TOKENS): send fewer or shorter documents, "
+                   f"or a lower max_tokens_per_doc")
+        return error_response(413, f"documents: {message}", [{"field": "documents", "message": message}])
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        return unavailable(str(exc), exc.retry_after_s)
+
     @app.exception_handler(RegistryError)
     async def _registry(request: Request, exc: RegistryError) -> JSONResponse:
         return error_response(409, str(exc), field="version")
@@ -97,6 +109,11 @@ def install(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Starlette's ServerErrorMiddleware logs the traceback and answers with this body
         return error_response(500, f"internal error: {type(exc).__name__}", field="server")
+
+
+def unavailable(message: str, retry_after_s: int) -> JSONResponse:
+    """503 with Retry-After: overloaded, deadline passed, replica lost or stopping; try again later."""
+    return error_response(503, message, headers={"Retry-After": str(retry_after_s)})
 
 
 class BodyLimit:

@@ -5,13 +5,14 @@ benchmarks), given any `Scorer`.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import Depends, FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serving import errors, events, unicode_guard
+from serving import drain, errors, events, unicode_guard
 from serving.pool import PoolClient
 from serving.rerank_service import RerankService, Scorer
 from serving.routes import catalog, feedback, jobs, models, rerank, tei
@@ -36,6 +37,8 @@ def create_app(settings: Settings, scorer: Scorer) -> FastAPI:
         app.include_router(r)
     errors.document(app)  # lazy: the spec is built on first request, from every route by then
     rerank.declare_limits(app, settings)
+    app.state.drain = drain.Drain(settings.retry_after_s)
+    app.add_middleware(drain.DrainMiddleware, drain=app.state.drain)  # added last: runs first
     return app
 
 
@@ -46,4 +49,10 @@ class Ingress:
         self.settings, self.pool = settings, pool
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_app(self.settings, PoolClient(self.pool))
+        app = create_app(self.settings, PoolClient(self.pool, self.settings.retry_after_s))
+
+        async def _follow() -> None:  # a task: it waits for the runner's stop signal (serving/drain.py)
+            app.state.drain_follower = asyncio.get_running_loop().create_task(drain.follow_switch(app.state.drain))
+
+        app.router.on_startup.append(_follow)
+        return app

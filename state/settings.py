@@ -53,11 +53,34 @@ class Settings(BaseSettings):
     max_upload_members: int = 1000
 
     max_models_per_replica: int = 4
-    pool_replicas: int = 1
+    # Two pool replicas of one thread each: losing one (a crash, an OOM kill) leaves the other serving
+    # while Serve restarts it; the cost is a second copy of every loaded model (README, Reliability).
+    # pool_threads is each replica's inference threads; intra_op_threads stays what exports measure
+    # ms/pair with.
+    pool_replicas: int = Field(2, ge=1)
+    pool_threads: int = Field(1, ge=1)
     # Fractional CPUs so the pool, the ingress and a training job all fit on a 2-core machine.
     pool_num_cpus: float = 0.5
     pool_max_ongoing_requests: int = 8
+    # Load shedding (Serve's max_queued_requests, per caller): beyond this many requests waiting for
+    # a pool replica, or for the ingress at the HTTP proxy, a request is answered 503 + Retry-After
+    # at once instead of queueing for ever. -1: no limit.
+    pool_max_queued_requests: int = 16
     ingress_replicas: int = 1
+    ingress_max_ongoing_requests: int = 32
+    ingress_max_queued_requests: int = 64
+    # A rerank not answered within request_timeout_s is abandoned (the pool stops scoring it) and
+    # answered 503 + Retry-After: retry_after_s. max_request_tokens bounds the tokens a request may
+    # send through the model, counted over every window of every document (query included): a
+    # request over it is refused with 413 after tokenization, before any inference.
+    request_timeout_s: float = Field(10.0, gt=0)
+    # 150,000 tokens = ~590 windows of 256: ~6.7 s on one quiet pool thread (11.4 ms/window, OpenVINO),
+    # inside the deadline
+    max_request_tokens: int = Field(150_000, ge=1)
+    retry_after_s: int = Field(1, ge=0)
+    # Graceful stop (serving/main.py, on SIGTERM or SIGINT): new requests get 503 while the ones in
+    # flight finish, for at most drain_grace_s; then the deployments stop and impressions flush.
+    drain_grace_s: float = Field(20.0, ge=0)
     registry_cache_ttl_s: float = 1.0
 
     admin_token: str | None = None

@@ -5,11 +5,13 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Request, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from scoring.scorer import TooManyTokens
 from serving import ab, metrics, redact
+from serving.overload import Unavailable
 from serving.protocol import DomainQuery, Readiness, RerankRequest, RerankResponse, UserKeyHeader, errors
 from serving.rerank_service import BadRequest, RerankService
 from state.ids import BASE_MODEL_ID
@@ -23,29 +25,35 @@ def _service(request: Request) -> RerankService:
 
 
 @router.post("/rerank", response_model=RerankResponse, response_model_exclude_none=True,
-             responses=errors(400, 413, 422))
+             responses=errors(400, 413, 422, 503))
 @router.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True,
-             responses=errors(400, 413, 422))
+             responses=errors(400, 413, 422, 503))
 @router.post("/v2/rerank", response_model=RerankResponse, response_model_exclude_none=True,
-             responses=errors(400, 413, 422))
-async def rerank(body: RerankRequest, request: Request, domain: DomainQuery = None,
+             responses=errors(400, 413, 422, 503))
+async def rerank(body: RerankRequest, request: Request, background: BackgroundTasks, domain: DomainQuery = None,
                  x_user_id: UserKeyHeader = None, x_session_id: UserKeyHeader = None) -> RerankResponse:
     """Cohere's rerank. The domain: `model` (a domain id, `domain:<id>`, or a Cohere model id that names
     none), `?domain=`, the body's `domain`, else the default; a `model` and a domain that disagree are a 422."""
     d = _service(request).resolve_domain(domain, body.domain, body.model)
     api_version = "1" if request.url.path.startswith("/v1/") else "2"
-    return await answer(request, body, d, ab.user_key(body.user_id, x_user_id, x_session_id), api_version=api_version)
+    return await answer(request, background, body, d, ab.user_key(body.user_id, x_user_id, x_session_id),
+                        api_version=api_version)
 
 
-async def answer(request: Request, body: RerankRequest, domain: str, user_key: str | None,
-                 **options: Any) -> RerankResponse:
-    """One rerank through the service, counted in the metrics: what every rerank route does."""
+async def answer(request: Request, background: BackgroundTasks, body: RerankRequest, domain: str,
+                 user_key: str | None, **options: Any) -> RerankResponse:
+    """One rerank through the service, counted in the metrics: what every rerank route does. The
+    impression is logged in `background`, after the response is sent; 503 + Retry-After when the deadline
+    (RERANKER_REQUEST_TIMEOUT_S) passes or the pool sheds load; 413 over RERANKER_MAX_REQUEST_TOKENS."""
     t0 = time.perf_counter()
     label = metrics.domain_label(domain, _service(request).knows(domain))
     try:
-        response = await _service(request).rerank(body, domain, user_key, **options)
+        response = await _service(request).rerank(body, domain, user_key, defer=background.add_task, **options)
     except BadRequest as e:
         metrics.ERRORS.labels(label, str(e.status)).inc()
+        raise
+    except (TooManyTokens, Unavailable) as e:
+        metrics.ERRORS.labels(label, "413" if isinstance(e, TooManyTokens) else "503").inc()
         raise
     except Exception:
         metrics.ERRORS.labels(label, "500").inc()

@@ -3,7 +3,7 @@
 the URL names the domain). Same service underneath: A/B arms, impressions, metrics."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 
 from serving import ab
 from serving.protocol import DomainPath, RerankRequest, TeiInfo, TeiRank, TeiRerankRequest, UserKeyHeader, errors
@@ -16,14 +16,14 @@ _TEI_FIELDS = {"documents": "texts"}  # the service's field names in TEI's words
 
 
 @router.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True,
-             responses=errors(400, 413, 422))
-async def rerank(domain: DomainPath, body: TeiRerankRequest, request: Request,
+             responses=errors(400, 413, 422, 503))
+async def rerank(domain: DomainPath, body: TeiRerankRequest, request: Request, background: BackgroundTasks,
                  x_user_id: UserKeyHeader = None, x_session_id: UserKeyHeader = None) -> list[TeiRank]:
     """TEI's rerank: ranks best first. `truncate` absent or false (TEI's default without --auto-truncate):
     a text that does not fit the model is a 413, as TEI answers; true: cut to the model's length."""
     req = RerankRequest(query=body.query, documents=body.texts)
     try:
-        response = await answer(request, req, domain, ab.user_key(None, x_user_id, x_session_id),
+        response = await answer(request, background, req, domain, ab.user_key(None, x_user_id, x_session_id),
                                 fit="truncate" if body.truncate else "refuse")
     except BadRequest as e:
         field = _TEI_FIELDS.get(e.field, e.field)
