@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -72,14 +72,17 @@ def install(app: FastAPI) -> None:
 class BodyLimit:
     """ASGI middleware: 413 for bodies over the limit, counted as they stream (Content-Length may lie)."""
 
-    def __init__(self, app: Any, max_bytes: int, upload_max_bytes: int, upload_suffix: str = "/versions"):
+    def __init__(self, app: Any, max_bytes: int, upload_max_bytes: int, upload_suffix: str = "/versions",
+                 more_limits: dict[str, int] | None = None):
         self.app, self.max_bytes, self.upload_max = app, max_bytes, upload_max_bytes
         self.upload_suffix = upload_suffix
+        self.more_limits = more_limits or {}  # path suffix -> its own limit (e.g. training data uploads)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = self.upload_max if scope["path"].endswith(self.upload_suffix) else self.max_bytes
+        limit = next((v for suffix, v in self.more_limits.items() if scope["path"].endswith(suffix)), limit)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -92,7 +95,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge()
+                    raise _TooLarge(limit)
             return message
 
         try:
@@ -101,8 +104,11 @@ class BodyLimit:
             await _too_large(send, limit)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """An HTTPException so that FastAPI's form parsing passes it on (it turns other errors into a 400)."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body over the {limit} byte limit")
 
 
 async def _too_large(send: Any, limit: int) -> None:

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     max_documents: int = 1000
     max_body_bytes: int = 5_000_000
     max_upload_bytes: int = 2_000_000_000
+    # training data uploads (RAGAS JSONL, labels CSV/JSONL, BEIR zip): the body, and a BEIR zip unpacked
+    max_data_upload_bytes: int = 200_000_000
+    max_data_unzipped_bytes: int = 1_000_000_000
 
     max_models_per_replica: int = 4
     pool_replicas: int = 1

@@ -41,6 +41,7 @@ class DataSpec:
     ragas: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     search_logs: bool = False  # read impressions/clicks of the domain from the event store
+    expert_labels: bool = False  # the domain's grades stored by the label queue (state/labels.py)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
@@ -53,6 +54,7 @@ class Reporter:
     def stage(self, name: str) -> None: ...
     def progress(self, done: int, total: int) -> None: ...
     def update(self, **fields: Any) -> None: ...
+    def loss(self, step: int, value: float) -> None: ...  # the trainer's logged training loss
 
 
 def load_sources(spec: DataSpec, domain: str, db_url: str) -> tuple[list[Example], dict, dict]:
@@ -89,8 +91,20 @@ def load_sources(spec: DataSpec, domain: str, db_url: str) -> tuple[list[Example
             store.close()
         examples += ex
         stats["search_logs"] = st
+    if spec.expert_labels:
+        from state.store import Store
+        from training.sources.stored_labels import examples_from_store as labels_from_store
+
+        store = Store(db_url)
+        try:
+            ex, st = labels_from_store(store, domain)
+        finally:
+            store.close()
+        examples += ex
+        stats["expert_labels"] = st
     if not examples:
-        raise SourceError("no training data: give a BEIR directory, RAGAS/label files, or enable search logs")
+        raise SourceError("no training data: give a BEIR directory, RAGAS/label files, or enable search logs "
+                          "or expert labels (the enabled ones had no usable rows)")
     # passages of every source join the mining corpus, keyed by a stable id
     for e in examples:
         if e.doc_id is None:
@@ -180,13 +194,13 @@ def fine_tune(data: Prepared, cfg: TrainConfig, rep: Reporter) -> tuple[Any, str
     if kind == "bi-encoder":
         from training.finetune import train_bi_encoder
 
-        model = train_bi_encoder(src.path, data.train, cfg, progress=rep.progress)
+        model = train_bi_encoder(src.path, data.train, cfg, progress=rep.progress, on_loss=rep.loss)
     else:
         from training.finetune import load_cross_encoder, train_cross_encoder
 
         model = load_cross_encoder(src.kind, src.path, cfg.max_length)
         model = train_cross_encoder(model, data.train, cfg, new_head=src.kind != "cross-encoder",
-                                    progress=rep.progress)
+                                    progress=rep.progress, on_loss=rep.loss)
     return model, kind, time.time() - t0
 
 
