@@ -127,3 +127,21 @@ def test_report_intervals_contain_the_estimates(store):  # noqa: F811
     lo, hi = arm["mrr_ci95"]
     assert 0 < lo < 0.125 < hi < 0.25
     assert ab_report(store, d)["arms"]["domain"]["ctr_ci95"] is None
+
+
+def test_dev_qrels_keep_binary_and_graded_sources_apart():
+    """Expert grades (1 = not relevant) beside binary sources: each example is read on its own scale."""
+    from training.bm25 import BM25Index
+    from training.config import TrainConfig
+    from training.examples import Example
+    from training.pipeline import DataSpec, _heldout
+
+    ex = [Example("b1", "alpha query", "alpha passage", 1.0, "beir", "d1"),
+          Example("b2", "beta query", "beta passage", 1.0, "search_logs", "d2"),
+          Example("g1", "gamma query", "gamma passage", 5.0, "expert_labels", "d3"),
+          Example("g1", "gamma query", "delta passage", 1.0, "expert_labels", "d4")]
+    corpus = {e.doc_id: e.passage for e in ex}
+    _, queries, qrels, cands = _heldout(ex, DataSpec(), TrainConfig(dev_fraction=1.0, eval_k=4), corpus,
+                                        BM25Index(corpus))
+    assert qrels == {"b1": {"d1": 1}, "b2": {"d2": 1}, "g1": {"d3": 4, "d4": 0}}
+    assert set(queries) == set(qrels) and "d4" in cands["g1"]

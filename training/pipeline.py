@@ -23,7 +23,7 @@ from training import gates as G
 from training.bm25 import BM25Index
 from training.config import TrainConfig
 from training.evaluate import evaluate_systems, torch_scorer
-from training.examples import Example, SourceError
+from training.examples import GRADED_SOURCES, Example, SourceError
 from training.negatives import add_negatives
 from training.splits import split, subset
 
@@ -129,10 +129,10 @@ def _heldout(examples: list[Example], spec: DataSpec, cfg: TrainConfig, corpus: 
         train = [e for e in examples if e.query_id not in dev]
         queries = {e.query_id: e.query for e in examples if e.query_id in dev}
         qrels = {}
-        graded = any(e.label > 1 for e in examples)  # expert labels 1-5: 1 means "not relevant"
-        for e in examples:
+        for e in examples:  # expert labels 1-5 (1 means "not relevant") beside binary sources: per example
             if e.query_id in dev:
-                qrels.setdefault(e.query_id, {})[e.doc_id] = int(e.label - 1 if graded else e.label > 0)
+                qrels.setdefault(e.query_id, {})[e.doc_id] = int(e.label - 1 if e.source in GRADED_SOURCES
+                                                                 else e.label > 0)
         qrels = {q: d for q, d in qrels.items() if any(v > 0 for v in d.values())}
         queries = {q: queries[q] for q in qrels}
     cands = index.search(queries, cfg.eval_k)

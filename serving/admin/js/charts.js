@@ -36,7 +36,7 @@ export function timelineChart(canvas, timeline) {
     { hour: "2-digit", minute: "2-digit", hour12: false }));
   const line = (arm) => ({
     label: `${arm} impressions`, data: timeline.buckets.map((b) => b[arm].impressions),
-    borderColor: COLORS[arm], backgroundColor: COLORS[arm], tension: 0.2, pointRadius: 0,
+    borderColor: COLORS[arm], backgroundColor: COLORS[arm], pointRadius: 0,
   });
   return make(canvas, {
     type: "line",
@@ -64,7 +64,7 @@ export function lossChart(canvas, points) {
       pointRadius: 2, tension: 0.1 }] },
     options: {
       animation: ANIM, responsive: true, maintainAspectRatio: false, parsing: false,
-      scales: { x: { type: "linear", title: { display: true, text: "step" } },
+      scales: { x: { type: "linear", ticks: { precision: 0 }, title: { display: true, text: "step" } },
         y: { title: { display: true, text: "loss" } } },
       plugins: { legend: { display: false } },
     },

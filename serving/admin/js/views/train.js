@@ -172,6 +172,18 @@ function metricsTable(metrics) {
       keys.map((k) => h("td", { class: "num" }, fmt.num(metrics[s][k])))))));
 }
 
+// What each source contributed ("pairs 5 · queries 1 · relevance 1:1 2:1 ..."), one row per source.
+function sourcesTable(sources) {
+  const names = Object.keys(sources || {});
+  if (!names.length) return h("p", { class: "muted" }, "Sources are read in the load stage.");
+  const figure = (v) => (v && typeof v === "object"
+    ? Object.entries(v).map(([k, x]) => `${k}:${typeof x === "object" ? JSON.stringify(x) : x}`).join(" ") : String(v));
+  return h("table", { class: "grid compact", id: "job-sources" },
+    h("thead", {}, h("tr", {}, h("th", {}, "source"), h("th", {}, "what it gave"))),
+    h("tbody", {}, names.map((n) => h("tr", { dataset: { source: n } }, h("td", {}, n),
+      h("td", {}, Object.entries(sources[n]).map(([k, v]) => `${k} ${figure(v)}`).join(" · "))))));
+}
+
 function stageList(job) {
   const at = STAGES.indexOf(job.stage);
   return h("ol", { class: "stages" }, STAGES.map((s, i) => h("li", {
@@ -215,8 +227,8 @@ export async function jobView(jobId) {
     job.error ? h("p", { class: "error", role: "alert", id: "job-error" }, job.error) : null);
     cancel.hidden = done || !session.loggedIn;
     const p = job.progress;
-    replace(progress, stageList(job),
-      h("p", {}, `Stage ${job.stage}: `, p.total ? `${p.done} / ${p.total}` : "…", " ",
+    replace(progress, stageList(job), done ? null
+      : h("p", {}, `Stage ${job.stage}: `, p.total ? `${p.done} / ${p.total}` : "…", " ",
         h("progress", { max: p.total || 1, value: p.total ? p.done : 0 })));
     if (job.loss.length !== lastLossLen) {
       lastLossLen = job.loss.length;
@@ -226,8 +238,7 @@ export async function jobView(jobId) {
     }
     replace(metricsBox, metricsTable(job.metrics || {}));
     replace(gatesBox, job.gates.length ? gateList(job.gates) : h("p", { class: "muted" }, "Gates are checked after evaluation and export."));
-    replace(sourcesBox, Object.keys(job.sources).length
-      ? h("pre", { id: "job-sources" }, JSON.stringify(job.sources, null, 2)) : "");
+    replace(sourcesBox, sourcesTable(job.sources));
     return done;
   }
 
