@@ -191,8 +191,8 @@ def test_grade_with_the_keyboard_then_train_on_the_labels(page, service, setting
     page.check("#opt-activate")
     shot(page, "train")
     page.click("#start-training")
-    page.wait_for_function("location.hash.startsWith('#/jobs/')")
-    job_id = page.evaluate("location.hash").rsplit("/", 1)[1]
+    expect(page).to_have_url(re.compile(r"/admin#/jobs/train-ui-label-"))
+    job_id = page.url.rsplit("/", 1)[1]
     # the loss curve appears once the trainer logged a step, and stays
     expect(page.locator("#job figcaption")).to_contain_text("last loss", timeout=1_200_000)
     shot(page, "job-running")

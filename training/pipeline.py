@@ -80,28 +80,20 @@ def load_sources(spec: DataSpec, domain: str, db_url: str) -> tuple[list[Example
         ex, st = load_labels(p)
         examples += ex
         stats[f"labels:{Path(p).name}"] = st
-    if spec.search_logs:
+    if spec.search_logs or spec.expert_labels:  # the sources read from the service's database
         from state.store import Store
-        from training.sources.search_logs import examples_from_store
+        from training.sources import search_logs, stored_labels
 
         store = Store(db_url)
         try:
-            ex, st = examples_from_store(store, domain)
+            for name, read in (("search_logs", search_logs.examples_from_store),
+                               ("expert_labels", stored_labels.examples_from_store)):
+                if getattr(spec, name):
+                    ex, st = read(store, domain)
+                    examples += ex
+                    stats[name] = st
         finally:
             store.close()
-        examples += ex
-        stats["search_logs"] = st
-    if spec.expert_labels:
-        from state.store import Store
-        from training.sources.stored_labels import examples_from_store as labels_from_store
-
-        store = Store(db_url)
-        try:
-            ex, st = labels_from_store(store, domain)
-        finally:
-            store.close()
-        examples += ex
-        stats["expert_labels"] = st
     if not examples:
         raise SourceError("no training data: give a BEIR directory, RAGAS/label files, or enable search logs "
                           "or expert labels (the enabled ones had no usable rows)")

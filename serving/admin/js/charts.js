@@ -34,13 +34,13 @@ export function intervalChart(canvas, report) {
 export function timelineChart(canvas, timeline) {
   const labels = timeline.buckets.map((b) => new Date(b.start * 1000).toLocaleTimeString("en-GB",
     { hour: "2-digit", minute: "2-digit", hour12: false }));
-  const line = (arm) => ({
+  const bars = (arm) => ({
     label: `${arm} impressions`, data: timeline.buckets.map((b) => b[arm].impressions),
-    borderColor: COLORS[arm], backgroundColor: COLORS[arm], pointRadius: 0,
+    borderColor: COLORS[arm], backgroundColor: COLORS[arm],
   });
   return make(canvas, {
-    type: "line",
-    data: { labels, datasets: [line("base"), line("domain")] },
+    type: "bar",
+    data: { labels, datasets: [bars("base"), bars("domain")] },
     options: {
       animation: ANIM, responsive: true, maintainAspectRatio: false,
       scales: { y: { beginAtZero: true, title: { display: true, text: "impressions" } } },

@@ -98,14 +98,16 @@ export async function labelView(domain) {
     show();
   }
 
+  let saving = false; // a second Enter while the first save is in flight must not skip a query
   async function save() {
     const item = items[at];
-    if (!item) return;
+    if (!item || saving) return;
     if (!grades.size) {
       replace(status, errorBox("Grade at least one passage (keys 1-5) before saving."));
       return;
     }
     const labels = [...grades].map(([passage_id, relevance]) => ({ passage_id, relevance }));
+    saving = true;
     try {
       const r = await api(`/v1/domains/${domain}/labels`, { method: "POST",
         json: { query: item.query, labels, labeller: session.name } });
@@ -117,6 +119,8 @@ export async function labelView(domain) {
       await loadCounts();
     } catch (e) {
       replace(status, errorBox(`Could not save: ${e.message}`));
+    } finally {
+      saving = false;
     }
   }
 
