@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from scoring.engines import OnnxRuntimeEngine, OpenVinoEngine
 from scoring.files import MANIFEST, MODEL_ONNX, OPENVINO_XML, TOKENIZER, Engine
+from scoring.windows import Windower, aggregate
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Scored:
     scores: np.ndarray  # relevance in 0..1, one per document, in input order
-    truncated: int  # documents cut to fit max_length
+    truncated: int  # documents cut at the per-document token cap (or, with truncate, at the window)
+    windows: int = 0  # model inputs scored: one per window of every document
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -32,16 +33,20 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class VersionScorer:
-    """One loaded version. Cross-encoders: sigmoid(logit). Bi-encoders: (cosine + 1) / 2."""
+    """One loaded version. Cross-encoders: sigmoid(logit). Bi-encoders: (cosine + 1) / 2.
+
+    A document longer than the model's window is scored over overlapping windows up to
+    `doc_tokens` tokens (scoring/windows.py); its score is its best window's."""
 
     def __init__(self, version_dir: Path | str, threads: int = 1, max_length: int = 256, batch_size: int = 16,
-                 engine: Engine = "onnxruntime"):
+                 engine: Engine = "onnxruntime", doc_tokens: int = 4096, window_overlap: int = 32,
+                 window_aggregate: str = "max"):
         self.dir = Path(version_dir)
         self.manifest = json.loads((self.dir / MANIFEST).read_text())
         self.kind = self.manifest["kind"]
         self.activation = self.manifest.get("activation", "sigmoid")
-        self.max_length = min(max_length, int(self.manifest.get("max_length", max_length)))
         self.batch_size = batch_size
+        self.doc_tokens, self.window_aggregate = doc_tokens, window_aggregate
         if engine == "openvino" and not (self.dir / OPENVINO_XML).is_file():
             # a version exported without it (the exporter deletes one that fails parity) still serves
             log.info("%s has no OpenVINO model: using onnxruntime", self.dir)
@@ -51,35 +56,20 @@ class VersionScorer:
         self._infer = (OpenVinoEngine(self.dir / OPENVINO_XML, threads) if engine == "openvino"
                        else OnnxRuntimeEngine(self.dir / MODEL_ONNX, threads))
         self.input_names = self._infer.input_names
-        self.tokenizer = Tokenizer.from_file(str(self.dir / TOKENIZER))
-        self.tokenizer.no_padding()
-        self.tokenizer.no_truncation()
-        # Truncation is tokenizer state and the pool scores from several threads at once: without
-        # this lock one thread's no_truncation() let another encode 705 tokens into a 512-position
-        # model (an onnxruntime broadcast error, HTTP 500, seen under benchmarks/hotswap load).
-        self._tok_lock = threading.Lock()
+        self.windows = Windower(Tokenizer.from_file(str(self.dir / TOKENIZER)), self.kind,
+                                min(max_length, int(self.manifest.get("max_length", max_length))), window_overlap)
         self.pad_id = int(self.manifest.get("pad_token_id", 0))
 
-    # -- tokenization -------------------------------------------------------------------------
-    def _cap_query(self, query: str) -> str:
-        """Keep the query whole unless it alone would eat more than half the budget."""
-        with self._tok_lock:
-            self.tokenizer.no_truncation()
-            enc = self.tokenizer.encode(query, add_special_tokens=False)
-        limit = self.max_length // 2
-        if len(enc.ids) <= limit:
-            return query
-        return query[: enc.offsets[limit - 1][1]]
+    @property
+    def max_length(self) -> int:
+        return self.windows.max_length
 
-    def _encode(self, texts: list, pairs: bool) -> tuple[list, int]:
-        strategy = "only_second" if pairs else "longest_first"
-        with self._tok_lock:
-            self.tokenizer.enable_truncation(self.max_length, strategy=strategy)
-            encs = self.tokenizer.encode_batch(texts)
-            self.tokenizer.no_truncation()
-        return encs, sum(1 for e in encs if e.overflowing)
+    @max_length.setter
+    def max_length(self, value: int) -> None:
+        self.windows.max_length = value
 
-    def _batches(self, encs: list):
+    # -- engine inputs ----------------------------------------------------------------------------
+    def _batches(self, encs: list[Encoding]):
         """Length-sorted batches (less padding) as (input positions, feed)."""
         order = np.argsort([len(e.ids) for e in encs], kind="stable")
         for start in range(0, len(order), self.batch_size):
@@ -97,7 +87,7 @@ class VersionScorer:
                     feed["token_type_ids"][row, :n] = e.type_ids
             yield idx, feed
 
-    def _run(self, encs: list) -> np.ndarray:
+    def _run(self, encs: list[Encoding]) -> np.ndarray:
         """Outputs in input order."""
         outs: list[np.ndarray] = [None] * len(encs)  # type: ignore[list-item]
         for idx, feed in self._batches(encs):
@@ -106,30 +96,32 @@ class VersionScorer:
                 outs[i] = out[row]
         return np.stack(outs) if outs else np.zeros((0, 1), dtype=np.float32)
 
-    def _encode_request(self, query: str, documents: list[str]) -> tuple[list, int]:
-        """Encodings of one request (pairs for a cross-encoder, [query, *docs] for a bi-encoder)."""
-        if self.kind == "cross-encoder":
-            return self._encode([(self._cap_query(query), d) for d in documents], pairs=True)
-        encs, truncated = self._encode([query, *documents], pairs=False)
-        return encs, truncated - (1 if encs[0].overflowing else 0)  # the query is not a document
+    def _inputs(self, query: str, documents: list[str], cap: int | None, truncate: bool):
+        query_enc, w = self.windows.encode(query, documents, cap or self.doc_tokens, first_only=truncate)
+        return ([query_enc] if query_enc is not None else []) + w.encodings, w
 
     def feeds(self, query: str, documents: list[str]) -> list[dict[str, np.ndarray]]:
         """The engine inputs score() would run for this request (calibration data for static int8)."""
-        return [feed for _, feed in self._batches(self._encode_request(query, documents)[0])]
+        return [feed for _, feed in self._batches(self._inputs(query, documents, None, False)[0])]
 
     # -- scoring --------------------------------------------------------------------------------
-    def score(self, query: str, documents: list[str]) -> Scored:
+    def score(self, query: str, documents: list[str], max_tokens_per_doc: int | None = None,
+              truncate: bool = False) -> Scored:
+        """max_tokens_per_doc: this request's per-document token cap (default: doc_tokens).
+        truncate: score only each document's first window, as a plain truncating reranker does."""
         if not documents:
-            return Scored(np.zeros(0, dtype=np.float32), 0)
-        encs, truncated = self._encode_request(query, documents)
+            return Scored(np.zeros(0, dtype=np.float32), 0, 0)
+        inputs, w = self._inputs(query, documents, max_tokens_per_doc, truncate)
+        out = self._run(inputs)
         if self.kind == "cross-encoder":
-            logits = self._run(encs).reshape(len(documents), -1)[:, 0]
-            scores = sigmoid(logits) if self.activation == "sigmoid" else logits
-            return Scored(scores.astype(np.float32), truncated)
-        emb = self._run(encs).astype(np.float32)
-        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        cos = emb[1:] @ emb[0]
-        return Scored(((cos + 1.0) / 2.0).astype(np.float32), truncated)
+            logits = out.reshape(len(inputs), -1)[:, 0]
+            per_window = sigmoid(logits) if self.activation == "sigmoid" else logits
+        else:
+            emb = out.astype(np.float32)
+            emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+            per_window = (emb[1:] @ emb[0] + 1.0) / 2.0
+        scores = aggregate(per_window.astype(np.float32), w.owner, len(documents), self.window_aggregate)
+        return Scored(scores, w.truncated, len(w.encodings))
 
 
 def load_check(version_dir: Path | str, engine: Engine) -> None:

@@ -10,11 +10,10 @@ import asyncio
 import logging
 from pathlib import Path
 
-import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from scoring.scorer import VersionScorer
+from scoring.scorer import Scored, VersionScorer
 from state.ids import BASE_MODEL_ID, split_model_id
 from state.registry import Registry
 from state.settings import Settings
@@ -37,7 +36,8 @@ class PoolCore:
     def _open(self, version_dir: Path | str) -> VersionScorer:
         s = self.settings
         return VersionScorer(version_dir, threads=s.intra_op_threads, max_length=s.max_length,
-                             batch_size=s.batch_size, engine=s.engine)
+                             batch_size=s.batch_size, engine=s.engine, doc_tokens=s.doc_tokens,
+                             window_overlap=s.window_overlap, window_aggregate=s.window_aggregate)
 
     def load(self, model_id: str) -> VersionScorer:
         domain, version = split_model_id(model_id)
@@ -64,11 +64,10 @@ def pool_deployment(settings: Settings):
         async def get_model(self, model_id: str) -> VersionScorer:
             return await asyncio.to_thread(self.core.load, model_id)
 
-        async def score(self, query: str, documents: list[str]) -> tuple[np.ndarray, int]:
+        async def score(self, query: str, documents: list[str], max_tokens_per_doc: int | None) -> Scored:
             model_id = serve.get_multiplexed_model_id()
             model = self.core.base if model_id in ("", BASE_MODEL_ID) else await self.get_model(model_id)
-            scored = await asyncio.to_thread(model.score, query, documents)
-            return scored.scores, scored.truncated
+            return await asyncio.to_thread(model.score, query, documents, max_tokens_per_doc)
 
     return RerankerPool
 
@@ -80,6 +79,7 @@ class PoolClient:
     def __init__(self, handle: DeploymentHandle):
         self.handle = handle
 
-    async def score(self, model_id: str, query: str, documents: list[str]) -> tuple[np.ndarray, int]:
+    async def score(self, model_id: str, query: str, documents: list[str],
+                    max_tokens_per_doc: int | None = None) -> Scored:
         h = self.handle if model_id == BASE_MODEL_ID else self.handle.options(multiplexed_model_id=model_id)
-        return await h.score.remote(query, documents)
+        return await h.score.remote(query, documents, max_tokens_per_doc)
