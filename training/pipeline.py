@@ -183,16 +183,17 @@ def fine_tune(data: Prepared, cfg: TrainConfig, rep: Reporter) -> tuple[Any, str
     src = data.source
     kind = src.kind if cfg.model_kind == "auto" else cfg.model_kind
     t0 = time.time()
+    on_loss = getattr(rep, "loss", None)  # reporters are duck-typed (the CLI's bars, tests): loss is optional
     if kind == "bi-encoder":
         from training.finetune import train_bi_encoder
 
-        model = train_bi_encoder(src.path, data.train, cfg, progress=rep.progress, on_loss=rep.loss)
+        model = train_bi_encoder(src.path, data.train, cfg, progress=rep.progress, on_loss=on_loss)
     else:
         from training.finetune import load_cross_encoder, train_cross_encoder
 
         model = load_cross_encoder(src.kind, src.path, cfg.max_length)
         model = train_cross_encoder(model, data.train, cfg, new_head=src.kind != "cross-encoder",
-                                    progress=rep.progress, on_loss=rep.loss)
+                                    progress=rep.progress, on_loss=on_loss)
     return model, kind, time.time() - t0
 
 
