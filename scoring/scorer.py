@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from scoring.cache import EmbeddingCache, text_key
 from scoring.engines import OnnxRuntimeEngine, OpenVinoEngine
 from scoring.files import MANIFEST, MODEL_ONNX, OPENVINO_XML, TOKENIZER, Engine
 from scoring.windows import Windower, aggregate
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 class Scored:
     scores: np.ndarray  # relevance in 0..1, one per document, in input order
     truncated: int  # documents cut at the per-document token cap (or, with truncate, at the window)
-    windows: int = 0  # model inputs scored: one per window of every document
+    windows: int = 0  # windows of every document (model inputs, cached ones included)
+    cached: int = 0  # documents answered from the embedding cache (bi-encoders)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -40,13 +42,14 @@ class VersionScorer:
 
     def __init__(self, version_dir: Path | str, threads: int = 1, max_length: int = 256, batch_size: int = 16,
                  engine: Engine = "onnxruntime", doc_tokens: int = 4096, window_overlap: int = 32,
-                 window_aggregate: str = "max"):
+                 window_aggregate: str = "max", cache: EmbeddingCache | None = None):
         self.dir = Path(version_dir)
         self.manifest = json.loads((self.dir / MANIFEST).read_text())
         self.kind = self.manifest["kind"]
         self.activation = self.manifest.get("activation", "sigmoid")
         self.batch_size = batch_size
         self.doc_tokens, self.window_aggregate = doc_tokens, window_aggregate
+        self.cache = cache if self.kind == "bi-encoder" else None  # a cross-encoder's input has the query
         if engine == "openvino" and not (self.dir / OPENVINO_XML).is_file():
             # a version exported without it (the exporter deletes one that fails parity) still serves
             log.info("%s has no OpenVINO model: using onnxruntime", self.dir)
@@ -96,13 +99,10 @@ class VersionScorer:
                 outs[i] = out[row]
         return np.stack(outs) if outs else np.zeros((0, 1), dtype=np.float32)
 
-    def _inputs(self, query: str, documents: list[str], cap: int | None, truncate: bool):
-        query_enc, w = self.windows.encode(query, documents, cap or self.doc_tokens, first_only=truncate)
-        return ([query_enc] if query_enc is not None else []) + w.encodings, w
-
     def feeds(self, query: str, documents: list[str]) -> list[dict[str, np.ndarray]]:
         """The engine inputs score() would run for this request (calibration data for static int8)."""
-        return [feed for _, feed in self._batches(self._inputs(query, documents, None, False)[0])]
+        query_enc, w = self.windows.encode(query, documents, self.doc_tokens)
+        return [feed for _, feed in self._batches(([query_enc] if query_enc else []) + w.encodings)]
 
     # -- scoring --------------------------------------------------------------------------------
     def score(self, query: str, documents: list[str], max_tokens_per_doc: int | None = None,
@@ -111,17 +111,32 @@ class VersionScorer:
         truncate: score only each document's first window, as a plain truncating reranker does."""
         if not documents:
             return Scored(np.zeros(0, dtype=np.float32), 0, 0)
-        inputs, w = self._inputs(query, documents, max_tokens_per_doc, truncate)
-        out = self._run(inputs)
-        if self.kind == "cross-encoder":
-            logits = out.reshape(len(inputs), -1)[:, 0]
-            per_window = sigmoid(logits) if self.activation == "sigmoid" else logits
-        else:
-            emb = out.astype(np.float32)
-            emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-            per_window = (emb[1:] @ emb[0] + 1.0) / 2.0
+        cap = max_tokens_per_doc or self.doc_tokens
+        if self.kind == "bi-encoder":
+            return self._score_bi_encoder(query, documents, cap, truncate)
+        _, w = self.windows.encode(query, documents, cap, first_only=truncate)
+        logits = self._run(w.encodings).reshape(len(w.encodings), -1)[:, 0]
+        per_window = sigmoid(logits) if self.activation == "sigmoid" else logits
         scores = aggregate(per_window.astype(np.float32), w.owner, len(documents), self.window_aggregate)
         return Scored(scores, w.truncated, len(w.encodings))
+
+    def _score_bi_encoder(self, query: str, documents: list[str], cap: int, truncate: bool) -> Scored:
+        """(cos(query, window) + 1) / 2 per window; passage windows come from the cache when it has them."""
+        setting = (str(self.dir), self.max_length, self.windows.overlap, cap, truncate)
+        keys = [(setting, text_key(d)) for d in documents] if self.cache is not None else []
+        entries = [self.cache.get(k) for k in keys] if keys else [None] * len(documents)
+        missing = [i for i, e in enumerate(entries) if e is None]
+        query_enc, w = self.windows.encode(query, [documents[i] for i in missing], cap, first_only=truncate)
+        emb = self._run([query_enc, *w.encodings]).astype(np.float32)
+        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        for j, i in enumerate(missing):
+            entries[i] = (emb[1:][w.owner == j], bool(w.cut[j]))
+            if keys:
+                self.cache.put(keys[i], entries[i])
+        owner = np.concatenate([np.full(len(e[0]), i) for i, e in enumerate(entries)])
+        per_window = (np.concatenate([e[0] for e in entries]) @ emb[0] + 1.0) / 2.0
+        scores = aggregate(per_window.astype(np.float32), owner, len(documents), self.window_aggregate)
+        return Scored(scores, sum(e[1] for e in entries), len(owner), len(documents) - len(missing))
 
 
 def load_check(version_dir: Path | str, engine: Engine) -> None:

@@ -27,7 +27,11 @@ MAX_TOKENS_PER_CHAR = 4
 class Windows:
     encodings: list[Encoding]  # one per model input, in document order
     owner: np.ndarray  # the document index of each window
-    truncated: int  # documents cut at the token cap (their tail was not scored)
+    cut: np.ndarray  # per document: cut at the token cap (its tail was not scored)
+
+    @property
+    def truncated(self) -> int:
+        return int(self.cut.sum())
 
 
 def aggregate(window_scores: np.ndarray, owner: np.ndarray, n_docs: int, how: str = "max") -> np.ndarray:
@@ -80,16 +84,17 @@ class Windower:
         limit = self.max_length // 2
         return query if len(enc.ids) <= limit else query[: enc.offsets[limit - 1][1]]
 
-    def _cap_documents(self, documents: list[str], cap: int) -> tuple[list[str], int]:
-        """Cut documents longer than `cap` tokens (at a token boundary); how many were cut."""
+    def _cap_documents(self, documents: list[str], cap: int) -> tuple[list[str], np.ndarray]:
+        """Cut documents longer than `cap` tokens (at a token boundary); which were cut."""
+        cut = np.zeros(len(documents), dtype=bool)
         long = [i for i, d in enumerate(documents) if len(d) * MAX_TOKENS_PER_CHAR > cap]
         if not long:
-            return documents, 0
-        out, cut = list(documents), 0
+            return documents, cut
+        out = list(documents)
         for i, enc in zip(long, self._plain.encode_batch([documents[i] for i in long], add_special_tokens=False)):
             if len(enc.ids) > cap:
                 out[i] = documents[i][: enc.offsets[cap - 1][1]]
-                cut += 1
+                cut[i] = True
         return out, cut
 
     def encode(self, query: str, documents: list[str], cap: int,
@@ -98,14 +103,14 @@ class Windower:
 
         first_only: score only each document's first window (a plain truncation); `truncated` then
         counts the documents that did not fit in it."""
-        docs, cut = (documents, 0) if first_only else self._cap_documents(documents, cap)
+        docs, cut = (documents, None) if first_only else self._cap_documents(documents, cap)
         if self.kind == "cross-encoder":
             q = self._cap_query(query)
             encs, query_enc = self._pairs.encode_batch([(q, d) for d in docs]), None
         else:
             query_enc, *encs = self._singles.encode_batch([query, *docs])
         if first_only:
-            return query_enc, Windows(list(encs), np.arange(len(encs)), sum(1 for e in encs if e.overflowing))
+            return query_enc, Windows(list(encs), np.arange(len(encs)), np.array([bool(e.overflowing) for e in encs]))
         windows, owner = [], []
         for i, e in enumerate(encs):
             for w in (e, *e.overflowing):

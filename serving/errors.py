@@ -1,6 +1,12 @@
-"""Error responses that name the offending field, and the request-body size limit."""
+"""Error responses that name the offending field, and the request-body size limit.
+
+Every error, whatever raised it (validation, a handler's HTTPException, the body limit, auth, an
+unexpected exception), has one shape: {"message", "error", "detail": [{"field", "message"}]}.
+`message` is the key Cohere's clients read; `error` is the same text.
+"""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -11,6 +17,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serving.rerank_service import BadRequest
 from state.ids import InvalidId
 from state.registry import NotFound, RegistryError
+
+# The field an error names when its raiser gave none ("<field>: <problem>" messages name their own).
+_FIELD_BY_STATUS = {400: "body", 401: "authorization", 403: "authorization", 404: "path", 405: "method",
+                    413: "body", 500: "server", 503: "server"}
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.]*): ")
+
+
+def error_response(status: int, message: str, detail: list[dict[str, str]] | None = None,
+                   field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one error shape. Without `detail`, the field is `field`, else the message's "<field>: "
+    prefix, else the status's default field."""
+    if detail is None:
+        m = _FIELD_PREFIX.match(message)
+        name = field or (m.group(1) if m else _FIELD_BY_STATUS.get(status, "request"))
+        detail = [{"field": name, "message": message[m.end():] if m and m.group(1) == name else message}]
+    return JSONResponse({"message": message, "error": message, "detail": detail}, status_code=status,
+                        headers=headers)
 
 
 def _field(loc: tuple) -> str:
@@ -27,7 +50,7 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         msg = next(e.get("ctx", {}).get("error", "") for e in errors if e.get("type") == "json_invalid")
-        return JSONResponse({"error": f"malformed JSON body: {msg}".strip(": ")}, status_code=400)
+        return error_response(400, f"malformed JSON body: {msg}".strip(": "), field="body")
     detail: list[dict[str, Any]] = []
     seen: set[str] = set()
     for e in errors:
@@ -36,37 +59,43 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
             continue
         seen.add(field)
         message = e.get("msg", "invalid")
-        if field.startswith("documents.") and field.count(".") == 1:
-            message = "must be a string or an object with a 'text' string"
+        if e.get("type") == "extra_forbidden":
+            message = "unknown option: refused rather than ignored (see the API in README.md)"
+        elif field.startswith("documents.") and field.count(".") == 1:
+            message = "must be a string or an object (whose text, if any, is a string)"
         detail.append({"field": field, "message": message.removeprefix("Value error, ")})
     text = "; ".join(f"{d['field']}: {d['message']}" for d in detail)
-    return JSONResponse({"error": text, "detail": detail}, status_code=422)
+    return error_response(422, text, detail)
 
 
 def install(app: FastAPI) -> None:
-    """Every error body has the same shape: {"error": "<field>: <what is wrong>", "detail"?: [...]}."""
     app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(BadRequest)
     async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
-        return JSONResponse({"error": str(exc), "detail": [{"field": exc.field, "message": exc.message}]},
-                            status_code=exc.status)
+        return error_response(exc.status, str(exc), [{"field": exc.field, "message": exc.message}])
 
     @app.exception_handler(InvalidId)
     async def _invalid_id(request: Request, exc: InvalidId) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=422)
+        kind = re.match(r"invalid (domain|version|model)", str(exc))
+        return error_response(422, str(exc), field=kind.group(1) if kind else "request")
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=404)
+        return error_response(404, str(exc))
 
     @app.exception_handler(RegistryError)
     async def _registry(request: Request, exc: RegistryError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=409)
+        return error_response(409, str(exc), field="version")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's ServerErrorMiddleware logs the traceback and answers with this body
+        return error_response(500, f"internal error: {type(exc).__name__}", field="server")
 
 
 class BodyLimit:
@@ -112,5 +141,4 @@ class _TooLarge(HTTPException):
 
 
 async def _too_large(send: Any, limit: int) -> None:
-    await JSONResponse({"error": f"request body over the {limit} byte limit"}, status_code=413)(
-        {"type": "http"}, None, send)
+    await error_response(413, f"request body over the {limit} byte limit", field="body")({"type": "http"}, None, send)

@@ -14,7 +14,7 @@ from ray.serve.handle import DeploymentHandle
 from serving import errors, events
 from serving.pool import PoolClient
 from serving.rerank_service import RerankService, Scorer
-from serving.routes import admin, feedback, jobs, labels, models, rerank, traffic, uploads
+from serving.routes import admin, catalog, feedback, jobs, labels, models, rerank, tei, traffic, uploads
 from state.registry import Registry
 from state.settings import Settings
 
@@ -31,7 +31,7 @@ def create_app(settings: Settings, scorer: Scorer) -> FastAPI:
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body_bytes,
                        upload_max_bytes=settings.max_upload_bytes,
                        more_limits={"/uploads": settings.max_data_upload_bytes})
-    for r in (rerank.router, models.router, feedback.router, jobs.router):
+    for r in (rerank.router, catalog.router, tei.router, models.router, feedback.router, jobs.router):
         app.include_router(r)
     for r in (traffic.router, labels.router, uploads.router):
         app.include_router(r)

@@ -13,38 +13,71 @@ DomainPath = Annotated[str, Path(pattern=DOMAIN_RE.pattern, description=_DOMAIN_
 DomainQuery = Annotated[str | None, Query(pattern=DOMAIN_RE.pattern, description=_DOMAIN_DOC)]
 
 
-# ---- rerank --------------------------------------------------------------------------------------
+# ---- rerank ---------------------------------------------------------------------------------------
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="allow")  # callers may attach metadata; it is echoed back
     id: str | None = None
-    text: str
+    text: str | None = Field(None, description="What is ranked; may be absent when rank_fields names other fields.")
+
+
+def _not_blank(v: str) -> str:
+    if not v.strip():
+        raise ValueError("must not be empty")
+    return v
+
+
+def _not_empty(v: list) -> list:
+    if not v:
+        raise ValueError("must not be empty")
+    return v
 
 
 class RerankRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # e.g. Cohere's "model"
+    """Cohere's rerank body (v1 and v2) plus our extensions (domain, user_id; return_documents and
+    rank_fields on v2). Every other key is refused (422 naming it): nothing is accepted and ignored."""
+    model_config = ConfigDict(extra="forbid")
     query: str = Field(description="The search query; must not be empty.")
-    documents: list[str | DocumentIn] = Field(description="Passages to rerank: strings or {id?, text}.")
+    documents: list[str | DocumentIn] = Field(description="Passages to rerank: strings or {id?, text?, ...}.")
     top_n: int | None = Field(None, ge=1, description="Return only the best N results.")
     max_tokens_per_doc: int | None = Field(
         None, ge=1, description="Score each document over windows of the model's length up to this many of its "
                                 "tokens (default: the server's RERANKER_DOC_TOKENS, 4096; at most "
                                 "RERANKER_MAX_DOC_TOKENS). The document's score is its best window's.")
     return_documents: bool = False
+    model: str | None = Field(None, description="A domain id or 'domain:<id>' selects that domain; a Cohere model id "
+                                                "(rerank-...) selects nothing (domain / ?domain= / default decide).")
     domain: str | None = Field(None, pattern=DOMAIN_RE.pattern, description="Used when ?domain= is absent.")
     user_id: str | None = Field(None, description="Sticky A/B key; else X-User-Id / X-Session-Id headers.")
+    rank_fields: list[str] | None = Field(None, min_length=1, max_length=32,
+                                          description="Rank object documents on these fields (Cohere v1), in this "
+                                                      "order, as 'field: value' lines; documents need no text then.")
+    # Cohere options this service does not implement: accepted only when unset, refused otherwise.
+    max_chunks_per_doc: int | None = Field(None, description="Cohere v1 (deprecated): refused when set.")
+    priority: int | None = Field(None, description="Cohere v2: only 0 (the default) is accepted; requests are "
+                                                   "served in arrival order.")
 
-    @field_validator("query")
+    _query_not_blank = field_validator("query")(_not_blank)
+    _documents_not_empty = field_validator("documents")(_not_empty)
+
+    @field_validator("rank_fields")
     @classmethod
-    def _query_not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("query must not be empty")
+    def _fields_named(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (any(not f.strip() for f in v) or len(set(v)) != len(v)):
+            raise ValueError("field names must be non-empty and distinct")
         return v
 
-    @field_validator("documents")
+    @field_validator("max_chunks_per_doc")
     @classmethod
-    def _documents_not_empty(cls, v: list) -> list:
-        if not v:
-            raise ValueError("documents must not be empty")
+    def _no_chunks(cls, v: int | None) -> int | None:
+        if v is not None:
+            raise ValueError("not supported: long documents are scored over windows up to max_tokens_per_doc")
+        return v
+
+    @field_validator("priority")
+    @classmethod
+    def _default_priority(cls, v: int | None) -> int | None:
+        if v not in (None, 0):
+            raise ValueError("not supported: only 0, the default; requests are served in arrival order")
         return v
 
 
@@ -54,13 +87,95 @@ class RerankResult(BaseModel):
     document: dict[str, Any] | None = None
 
 
+class ApiVersion(BaseModel):
+    version: Literal["1", "2"]
+    is_experimental: bool = False
+
+
+class BilledUnits(BaseModel):
+    search_units: int = Field(description="As Cohere counts: one per query and up to 100 documents.")
+
+
+class RerankMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    documents: int
+    windows: int = Field(description="Model inputs scored: one per window of every document.")
+    truncated_documents: int = Field(description="Documents cut at max_tokens_per_doc (TEI: at the model's length).")
+    latency_ms: float
+    reason: str | None = Field(None, description="Why the base answered a domain that has a model.")
+    api_version: ApiVersion
+    billed_units: BilledUnits
+
+
 class RerankResponse(BaseModel):
     id: str
     results: list[RerankResult]
     model: str
     domain: str
     variant: Literal["domain", "base"]
-    meta: dict[str, Any] = {}
+    meta: RerankMeta
+
+
+# ---- Cohere's list-models shape: the domains as models ----------------------------------------------
+class ModelCard(BaseModel):
+    """One domain as Cohere's GetModelResponse (name is what `model` takes), plus what the service knows."""
+    name: str
+    endpoints: list[str] = ["rerank"]
+    default_endpoints: list[str] = Field(default_factory=list, description="['rerank'] for the default domain.")
+    finetuned: bool = Field(description="The domain has an active fine-tuned version.")
+    is_deprecated: bool = False
+    context_length: int = Field(description="Tokens the model reads per (query, document) pair.")
+    features: list[str] = Field(default_factory=list)
+    domain: str
+    active_version: str | None = Field(None, description="e.g. legal@v3; the A/B split decides who answers.")
+    ab_split: float | None = None
+
+
+class ModelList(BaseModel):
+    models: list[ModelCard]
+    next_page_token: str | None = None
+
+
+# ---- Hugging Face text-embeddings-inference (TEI) rerank ----------------------------------------------
+class TeiRerankRequest(BaseModel):
+    """TEI's POST /rerank body. Unknown keys are refused."""
+    model_config = ConfigDict(extra="forbid")
+    query: str
+    texts: list[str]
+    raw_scores: bool = Field(False, description="Scores before the model's activation (see README).")
+    return_text: bool = False
+    truncate: bool | None = Field(None, description="Cut texts to the model's length; false or absent (TEI's "
+                                                     "default): a text that does not fit is a 413.")
+    truncation_direction: Literal["Right", "right"] | None = Field(
+        None, description="Only Right (TEI's default): texts are cut at the end.")
+
+    _query_not_blank = field_validator("query")(_not_blank)
+    _texts_not_empty = field_validator("texts")(_not_empty)
+
+
+class TeiRank(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+class TeiInfo(BaseModel):
+    """TEI's GET /info, which TEI clients read before they rerank (model_type must be a reranker)."""
+    model_config = ConfigDict(protected_namespaces=())
+    model_id: str
+    model_sha: str | None
+    model_dtype: str = "int8"
+    model_type: dict[str, dict[str, Any]]
+    max_concurrent_requests: int
+    max_input_length: int
+    max_batch_tokens: int
+    max_batch_requests: int | None = None
+    max_client_batch_size: int
+    auto_truncate: bool = False
+    tokenization_workers: int = 1
+    version: str
+    sha: str | None = None
+    docker_label: str | None = None
 
 
 # ---- feedback and the A/B report -----------------------------------------------------------------
@@ -331,9 +446,11 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error answer: `error` says what is wrong ("<field>: <problem>"), `detail` lists fields."""
+    """Every error answer, in one shape: `message` (Cohere's key) and `error` say what is wrong, naming
+    the field ("<field>: <problem>"); `detail` lists the fields."""
+    message: str
     error: str
-    detail: list[ErrorDetail] | None = None
+    detail: list[ErrorDetail]
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:

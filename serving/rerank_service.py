@@ -1,27 +1,37 @@
 """The serving logic behind /rerank as a plain class: testable without HTTP or Ray."""
 from __future__ import annotations
 
+import json
+import math
 import time
 import uuid
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from scoring.files import MANIFEST
 from scoring.scorer import Scored
-from serving import ab
+from serving import ab, model_names
 from serving.ab import Arm
 from serving.protocol import DocumentIn, RerankRequest, RerankResponse, RerankResult
-from state.ids import BASE_MODEL_ID, InvalidId, validate_domain
+from state.ids import BASE_MODEL_ID, InvalidId, split_model_id, validate_domain
+from state.ids import model_id as versioned_id
 from state.registry import Registry
 from state.settings import Settings
 
 DEFAULT_DOMAIN = "default"
+Fit = Literal["windows", "truncate", "refuse"]
+DOCUMENTS_PER_SEARCH_UNIT = 100  # Cohere bills one search unit per query and up to 100 documents
 
 
 class Scorer(Protocol):
     async def score(self, model_id: str, query: str, documents: list[str],
-                    max_tokens_per_doc: int | None = None) -> Scored:
-        """Relevance in 0..1 per document (input order), with how many were cut and windows scored."""
+                    max_tokens_per_doc: int | None = None, truncate: bool = False) -> Scored:
+        """Relevance in 0..1 per document (input order), with how many were cut and windows scored.
+        truncate: each document's first window only; `truncated` then counts those that did not fit."""
+
+    async def warm(self, model_id: str) -> None:
+        """Load a version where it will serve (raises if it cannot), so its first request pays nothing."""
 
 
 class BadRequest(Exception):
@@ -58,21 +68,28 @@ class RerankService:
         """events: serving.events.EventLogger (optional): log_rerank() per answered request."""
         self.registry, self.scorer, self.settings, self.events = registry, scorer, settings, events
         self._versions = ActiveVersionCache(registry, settings.registry_cache_ttl_s)
+        self.base_dir = registry.base_dir(settings.base_model, settings.max_length, settings.builds_openvino)  # its manifest says how the base scores
+        self._manifests: dict[str, dict[str, Any]] = {}
 
     def invalidate(self, domain: str | None = None) -> None:
         """Forget the cached active version (after promote/rollback through this replica)."""
         self._versions.invalidate(domain)
 
     # -- steps --------------------------------------------------------------------------------
-    def resolve_domain(self, query_domain: str | None, body_domain: str | None) -> str:
-        """?domain= wins over the body's domain field; neither means the default domain."""
-        domain = query_domain or body_domain or DEFAULT_DOMAIN
+    def resolve_domain(self, query_domain: str | None, body_domain: str | None, model: str | None = None) -> str:
+        """`model` (serving/model_names.py) and ?domain= (which wins over the body's domain field) must agree;
+        none of them means the default domain."""
+        try:
+            domain = model_names.choose_domain(model, query_domain or body_domain, DEFAULT_DOMAIN)
+        except model_names.ModelNameError as e:
+            raise BadRequest("model", str(e)) from e
         try:
             return validate_domain(domain)
         except InvalidId as e:
             raise BadRequest("domain", str(e)) from e
 
     def documents(self, req: RerankRequest) -> tuple[list[str], list[DocumentIn | None]]:
+        """The text scored for each document, and the document object (None for a plain string)."""
         limit = self.settings.max_documents
         if len(req.documents) > limit:
             raise BadRequest("documents", f"at most {limit} documents per request, got {len(req.documents)}")
@@ -80,28 +97,63 @@ class RerankService:
             raise BadRequest("max_tokens_per_doc", f"at most {self.settings.max_doc_tokens} on this server, "
                                                    f"got {req.max_tokens_per_doc}")
         texts, objs = [], []
-        for d in req.documents:
-            if isinstance(d, DocumentIn):
-                texts.append(d.text)
-                objs.append(d)
+        for i, d in enumerate(req.documents):
+            obj = d if isinstance(d, DocumentIn) else None
+            if req.rank_fields:
+                text = _fields_text(obj.model_dump(exclude_none=True) if obj else {"text": d}, req.rank_fields)
+                if not text:
+                    raise BadRequest(f"documents.{i}", f"has none of the rank_fields {req.rank_fields}")
+            elif obj is not None and obj.text is None:
+                raise BadRequest(f"documents.{i}", "must be a string or an object with a 'text' string "
+                                                   "(or name the fields to rank on in rank_fields)")
             else:
-                texts.append(d)
-                objs.append(None)
+                text = obj.text if obj is not None else d
+            texts.append(text)
+            objs.append(obj)
         return texts, objs
 
+    def manifest(self, model_id: str) -> dict[str, Any]:
+        """manifest.json of the model that answered (`response.model`); versions never change once published."""
+        if model_id not in self._manifests:
+            if model_id == BASE_MODEL_ID:
+                self._manifests[model_id] = json.loads((self.base_dir / MANIFEST).read_text())
+            else:
+                self._manifests[model_id] = self.registry.manifest(*split_model_id(model_id))
+        return self._manifests[model_id]
+
+    def domain_model(self, domain: str) -> str:
+        """The id of the domain's own model: its active version, else the base."""
+        active = (self._versions.get(domain) or {}).get("active")
+        return versioned_id(domain, active) if active else BASE_MODEL_ID
+
+    def input_length(self, model_id: str) -> int:
+        """Tokens the model reads per (query, document): the server's max_length or the version's, if lower."""
+        limit = self.settings.max_length
+        return min(limit, int(self.manifest(model_id).get("max_length", limit)))
+
     # -- the request --------------------------------------------------------------------------
-    async def rerank(self, req: RerankRequest, domain: str, user_key: str | None = None) -> RerankResponse:
+    async def rerank(self, req: RerankRequest, domain: str, user_key: str | None = None, api_version: str = "2",
+                     fit: Fit = "windows") -> RerankResponse:
+        """fit: how a document longer than the model's input is scored: over windows up to
+        max_tokens_per_doc ("windows"), by its first window only ("truncate"), or not at all: an error
+        (413, "refuse"; TEI's truncate=false)."""
         t0 = time.perf_counter()
         texts, objs = self.documents(req)
         arm = ab.choose(domain, self._versions.get(domain), user_key, self.settings.ab_split)
         try:
-            scored = await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc)
+            scored = await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc,
+                                             truncate=fit != "windows")
         except Exception as e:  # noqa: BLE001 - a broken domain model must not fail the request
             if arm.variant == ab.BASE:
                 raise
             self._versions.invalidate(domain)  # the pool marked it failed; the registry moved on
             arm = Arm(ab.BASE, BASE_MODEL_ID, f"domain model {arm.model_id} failed to load: {e}"[:300])
-            scored = await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc)
+            scored = await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc,
+                                             truncate=fit != "windows")
+        if fit == "refuse" and scored.truncated:
+            raise BadRequest("documents", f"{scored.truncated} of {len(texts)} do not fit the model's input "
+                                          f"({self.input_length(arm.model_id)} tokens with the query); "
+                                          f"ask for truncation to cut them", status=413)
         scores = scored.scores
         order = np.argsort(-np.asarray(scores), kind="stable")
         if req.top_n is not None:
@@ -113,7 +165,9 @@ class RerankService:
         ]
         latency_ms = (time.perf_counter() - t0) * 1000
         meta: dict[str, Any] = {"documents": len(texts), "windows": scored.windows,
-                                "truncated_documents": scored.truncated, "latency_ms": round(latency_ms, 2)}
+                                "truncated_documents": scored.truncated, "cached_documents": scored.cached,
+                                "latency_ms": round(latency_ms, 2), "api_version": {"version": api_version},
+                                "billed_units": {"search_units": math.ceil(len(texts) / DOCUMENTS_PER_SEARCH_UNIT)}}
         if arm.reason:
             meta["reason"] = arm.reason
         response = RerankResponse(id=uuid.uuid4().hex, results=results, model=arm.model_id, domain=domain,
@@ -125,3 +179,14 @@ class RerankService:
 
 def _document(text: str, obj: DocumentIn | None) -> dict[str, Any]:
     return obj.model_dump(exclude_none=True) if obj is not None else {"text": text}
+
+
+def _fields_text(doc: dict[str, Any], fields: list[str]) -> str:
+    """Cohere v1's rank_fields: the named fields, in the order given, one 'field: value' line each
+    (fields a document lacks are skipped). A few lines of formatting: no library does exactly this."""
+    lines = []
+    for f in fields:
+        if doc.get(f) is not None:
+            v = doc[f]
+            lines.append(f"{f}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}")
+    return "\n".join(lines)

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     window_overlap: int = Field(32, ge=0)
     window_aggregate: Literal["max", "top2"] = "max"
 
+    # Passage embeddings of bi-encoder versions, per pool replica, shared by its versions (scoring/cache.py):
+    # a document seen before costs no inference. 0 turns it off.
+    embedding_cache_mb: int = Field(64, ge=0)
+
     max_documents: int = 1000
     max_body_bytes: int = 5_000_000
     max_upload_bytes: int = 2_000_000_000

@@ -23,10 +23,10 @@ class WordOverlap:
     """A Scorer: the share of query words in each document; `broken` model ids raise like a failed load."""
 
     def __init__(self, broken: tuple[str, ...] = ()):
-        self.broken, self.calls, self.caps = broken, [], []
+        self.broken, self.calls, self.caps, self.warmed = broken, [], [], []
 
     async def score(self, model_id: str, query: str, documents: list[str],
-                    max_tokens_per_doc: int | None = None) -> Scored:
+                    max_tokens_per_doc: int | None = None, truncate: bool = False) -> Scored:
         self.calls.append(model_id)
         self.caps.append(max_tokens_per_doc)
         if model_id in self.broken:
@@ -34,6 +34,11 @@ class WordOverlap:
         q = set(query.lower().rstrip("?").split())
         words = [set(d.lower().rstrip(".").split()) for d in documents]
         return Scored(np.array([len(q & w) / len(q) for w in words], dtype=np.float32), 0, len(documents))
+
+    async def warm(self, model_id: str) -> None:
+        self.warmed.append(model_id)
+        if model_id in self.broken:
+            raise RuntimeError(f"{model_id} failed to load: broken on purpose")
 
 
 def publish_fake(reg: Registry, domain: str, split: float | None) -> str:
@@ -185,3 +190,23 @@ def test_every_answer_is_logged_once_and_feedback_finds_it(app_parts):
         assert store.count_impressions("legal") == 5 and store.count_clicks("legal") == 1
     finally:
         store.close()
+
+
+def test_promote_loads_the_version_in_the_pool_before_the_registry_flips(app_parts):
+    settings, scorer = app_parts
+    reg = Registry(settings.registry_root)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for _ in range(2):  # legal@v2 (good) and legal@v3 (its load fails in the pool)
+        staged = reg.stage("legal")
+        (staged / "model.onnx").write_bytes(b"fake")
+        reg.publish("legal", staged, {"kind": "bi-encoder"})
+    scorer.broken = ("legal@v3",)
+    with TestClient(create_app(settings, scorer)) as c:
+        r = c.post("/v1/domains/legal/promote", json={"version": "v2"}, headers=auth)
+        assert r.status_code == 200 and r.json()["active"] == "v2", r.text
+        assert scorer.warmed == ["legal@v2"]
+        assert rerank(c, "/rerank?domain=legal").json()["model"] == "legal@v2"  # no stale cache in this replica
+        r = c.post("/v1/domains/legal/promote", json={"version": "3"}, headers=auth)
+        assert r.status_code == 409 and "legal@v3" in r.json()["error"] and "broken on purpose" in r.json()["error"]
+        assert reg.active_version("legal") == "v2"
+        assert c.post("/v1/domains/legal/promote", json={"version": "9"}, headers=auth).status_code == 404

@@ -48,31 +48,35 @@ def test_push_activate_then_promote_under_load(service, version_tar):
         assert body["results"][0]["index"] == 1
         assert upload(c, service, "hot", version_tar).json()["version"] == "v2"
 
-        seen: list[tuple[float, int, str]] = []
+        # (sent at, answered at, status, model) of every background request
+        seen: list[tuple[float, float, int, str]] = []
         stop = threading.Event()
 
         def client_loop():
             with service.client() as bg:
                 while not stop.is_set():
+                    sent = time.monotonic()
                     resp = bg.post("/rerank?domain=hot", json=QUERY)
-                    seen.append((time.monotonic(), resp.status_code,
+                    seen.append((sent, time.monotonic(), resp.status_code,
                                  resp.json().get("model", "") if resp.status_code == 200 else resp.text))
 
         t = threading.Thread(target=client_loop)
         t.start()
         time.sleep(1.5)
-        promoted_at = time.monotonic()
+        promote_sent = time.monotonic()
         r = c.post("/v1/domains/hot/promote", json={"version": "2"}, headers=service.admin)
+        promote_done = time.monotonic()
         assert r.status_code == 200, r.text
         time.sleep(3)
         stop.set()
         t.join()
-    failures = [s for s in seen if s[1] != 200]
+    failures = [s for s in seen if s[2] != 200]
     assert not failures, failures[:3]
-    first_v2 = min(ts for ts, _, m in seen if m == "hot@v2")
-    assert first_v2 - promoted_at <= 2.0
-    assert all(m == "hot@v2" for ts, _, m in seen if ts > promoted_at + 2.0)
-    assert any(m == "hot@v1" for ts, _, m in seen if ts < promoted_at)
+    # the promote returns once the pool has v2 loaded and the ingress switched: every request sent
+    # after it returned is answered by v2 (one ingress replica; more would add the registry cache TTL)
+    after = [m for sent, _, _, m in seen if sent > promote_done]
+    assert after and all(m == "hot@v2" for m in after), after[:5]
+    assert any(m == "hot@v1" for _, answered, _, m in seen if answered < promote_sent)
 
 
 def test_corrupt_version_is_refused_and_previous_keeps_serving(service, version_tar):

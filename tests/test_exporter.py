@@ -55,21 +55,6 @@ def test_cross_encoder_as_base_model(cross_encoder_dir, tmp_path):
     assert spearmanr(reference, got).statistic >= 0.95
 
 
-def test_long_documents_are_windowed_capped_and_counted(base_version):
-    rt = VersionScorer(base_version, max_length=32, window_overlap=4)
-    docs = ["Paris is the capital of France. " + "word " * 200, "short"]
-    plain = rt.score("capital of France", docs, truncate=True)
-    assert (plain.truncated, plain.windows) == (1, 2)  # truncate: one window each, the long one cut
-    windowed = rt.score("capital of France", docs)
-    assert windowed.truncated == 0 and windowed.windows > 8  # ~210 tokens in windows of ~28
-    capped = rt.score("capital of France", docs, max_tokens_per_doc=50)
-    assert capped.truncated == 1 and 2 < capped.windows < windowed.windows
-    # the same windows as text: what training's torch scorers feed their model
-    texts, owner, cut = rt.windows.texts("capital of France", docs, 50)
-    assert len(texts) == capped.windows and cut == 1 and texts[0].startswith("Paris is the capital")
-    assert list(owner).count(1) == 1 and texts[-1] == "short"
-
-
 def test_parity_failure_is_not_published_and_says_why(cross_encoder_dir, tmp_path):
     with pytest.raises(ExportError, match="spearman"):
         build_version(str(cross_encoder_dir), tmp_path / "v", rule=ParityRule(min_spearman=1.01))

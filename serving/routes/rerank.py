@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from fastapi import APIRouter, Header, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,16 +28,24 @@ def _service(request: Request) -> RerankService:
              responses=errors(400, 413, 422))
 async def rerank(body: RerankRequest, request: Request, domain: DomainQuery = None,
                  x_user_id: str | None = Header(None), x_session_id: str | None = Header(None)) -> RerankResponse:
-    service = _service(request)
+    """Cohere's rerank. The domain: `model` (a domain id, `domain:<id>`, or a Cohere model id that names
+    none), `?domain=`, the body's `domain`, else the default; a `model` and a domain that disagree are a 422."""
+    d = _service(request).resolve_domain(domain, body.domain, body.model)
+    api_version = "1" if request.url.path.startswith("/v1/") else "2"
+    return await answer(request, body, d, ab.user_key(body.user_id, x_user_id, x_session_id), api_version=api_version)
+
+
+async def answer(request: Request, body: RerankRequest, domain: str, user_key: str | None,
+                 **options: Any) -> RerankResponse:
+    """One rerank through the service, counted in the metrics: what every rerank route does."""
     t0 = time.perf_counter()
-    d = service.resolve_domain(domain, body.domain)
     try:
-        response = await service.rerank(body, d, ab.user_key(body.user_id, x_user_id, x_session_id))
+        response = await _service(request).rerank(body, domain, user_key, **options)
     except BadRequest as e:
-        metrics.ERRORS.labels(d, str(e.status)).inc()
+        metrics.ERRORS.labels(domain, str(e.status)).inc()
         raise
     except Exception:
-        metrics.ERRORS.labels(d, "500").inc()
+        metrics.ERRORS.labels(domain, "500").inc()
         raise
     metrics.observe(response, time.perf_counter() - t0, len(body.documents))
     return response
