@@ -119,14 +119,17 @@ def unavailable(message: str, retry_after_s: int) -> JSONResponse:
 class BodyLimit:
     """ASGI middleware: 413 for bodies over the limit, counted as they stream (Content-Length may lie)."""
 
-    def __init__(self, app: Any, max_bytes: int, upload_max_bytes: int, upload_suffix: str = "/versions"):
+    def __init__(self, app: Any, max_bytes: int, upload_max_bytes: int, upload_suffix: str = "/versions",
+                 more_limits: dict[str, int] | None = None):
         self.app, self.max_bytes, self.upload_max = app, max_bytes, upload_max_bytes
         self.upload_suffix = upload_suffix
+        self.more_limits = more_limits or {}  # path suffix -> its own limit (e.g. training data uploads)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = self.upload_max if scope["path"].endswith(self.upload_suffix) else self.max_bytes
+        limit = next((v for suffix, v in self.more_limits.items() if scope["path"].endswith(suffix)), limit)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:

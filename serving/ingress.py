@@ -15,7 +15,7 @@ from ray.serve.handle import DeploymentHandle
 from serving import drain, errors, events, unicode_guard
 from serving.pool import PoolClient
 from serving.rerank_service import RerankService, Scorer
-from serving.routes import catalog, feedback, jobs, models, rerank, tei
+from serving.routes import admin, catalog, feedback, jobs, labels, models, rerank, tei, traffic, uploads
 from state.registry import Registry
 from state.settings import Settings
 
@@ -32,9 +32,13 @@ def create_app(settings: Settings, scorer: Scorer) -> FastAPI:
     app.state.service = RerankService(registry, scorer, settings, events=logger)
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body_bytes,
-                       upload_max_bytes=settings.max_upload_bytes)
+                       upload_max_bytes=settings.max_upload_bytes,
+                       more_limits={"/uploads": settings.max_data_upload_bytes})
     for r in (rerank.router, catalog.router, tei.router, models.router, feedback.router, jobs.router):
         app.include_router(r)
+    for r in (traffic.router, labels.router, uploads.router):
+        app.include_router(r)
+    admin.install(app)
     errors.document(app)  # lazy: the spec is built on first request, from every route by then
     rerank.declare_limits(app, settings)
     app.state.drain = drain.Drain(settings.retry_after_s)

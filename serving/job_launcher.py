@@ -21,8 +21,8 @@ def _command(job_id: str) -> list[str]:
     return [sys.executable, "-m", "training.job", "--job-id", job_id]
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    """The job rebuilds these settings from its environment."""
+def child_env(settings: Settings) -> dict[str, str]:
+    """A training child process (job, input check) rebuilds these settings from its environment."""
     env = {**os.environ, **settings.to_env(), "HF_HUB_OFFLINE": "1"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
@@ -40,7 +40,7 @@ def _run_child(cmd: list[str], env: dict[str, str], cwd: str, log: str) -> int:
 
 def launch(job_id: str, settings: Settings) -> str:
     """Returns a handle string recorded in the job (ray job id / task / pid)."""
-    env = _env(settings)
+    env = child_env(settings)
     address = os.environ.get("RERANKER_RAY_JOBS_ADDRESS") or os.environ.get("RAY_ADDRESS", "")
     if address.startswith("http"):
         from ray.job_submission import JobSubmissionClient

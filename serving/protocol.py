@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import Header, Path, Query
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 from serving import redact
 from state.db import DOC_ID_LEN, USER_KEY_LEN
@@ -222,7 +222,9 @@ class ArmSummary(BaseModel):
     impressions: int
     clicks: int
     ctr: float | None
+    ctr_ci95: list[float] | None = Field(None, description="95% Wilson interval of the CTR.")
     mrr: float | None
+    mrr_ci95: list[float] | None = Field(None, description="95% normal interval of the MRR (n >= 2).")
     latency_ms_mean: float | None
     latency_ms_p95: float | None
     models: dict[str, int]
@@ -310,6 +312,9 @@ class TrainRequest(BaseModel):
     ragas: list[str] = Field(default_factory=list, description="RAGAS JSONL files on the server")
     labels: list[str] = Field(default_factory=list, description="expert label files (JSONL/CSV) on the server")
     search_logs: StrictBool = False
+    expert_labels: StrictBool = Field(False, description="the domain's grades from the label queue (/labels)")
+    uploads: list[str] = Field(default_factory=list,
+                               description="ids of this domain's uploads (POST /v1/domains/{d}/uploads)")
     max_queries: PositiveJsonInt | None = None
     activate: StrictBool = False
     config: dict[str, Any] = Field(default_factory=dict, description="training options (training.config)")
@@ -323,6 +328,11 @@ class TrainAccepted(BaseModel):
 class Progress(BaseModel):
     done: int
     total: int
+
+
+class LossPoint(BaseModel):
+    step: int
+    loss: float
 
 
 class JobRecord(BaseModel):
@@ -342,12 +352,127 @@ class JobRecord(BaseModel):
     created: float
     updated: float
     finished: float | None
+    loss: list[LossPoint] = Field(default_factory=list, description="training loss as the trainer logged it")
 
     _no_paths = field_validator("sources", "metrics", "gates", "error")(lambda v: redact.value(v))
 
 
 class JobList(BaseModel):
     jobs: list[JobRecord]
+
+
+class TrainingOptions(BaseModel):
+    defaults: dict[str, Any] = Field(description="every training option (`config` of a train request) "
+                                                 "with its default")
+
+
+# ---- traffic and the A/B timeline ----------------------------------------------------------------
+class DomainTraffic(BaseModel):
+    domain: str
+    last_hour: int
+    last_day: int
+    total: int
+
+
+class TrafficReport(BaseModel):
+    now: float
+    domains: list[DomainTraffic] = Field(description="every domain with logged impressions")
+
+
+class ArmCount(BaseModel):
+    impressions: int
+    clicks: int = Field(description="impressions with at least one click")
+
+
+class TimelineBucket(BaseModel):
+    start: float
+    base: ArmCount
+    domain: ArmCount
+
+
+class ABTimeline(BaseModel):
+    domain: str
+    since: float
+    until: float
+    bucket_s: float
+    buckets: list[TimelineBucket]
+
+
+# ---- training data uploads -----------------------------------------------------------------------
+UploadKind = Literal["ragas", "labels", "beir"]
+
+
+class UploadInfo(BaseModel):
+    id: str
+    domain: str
+    kind: UploadKind
+    filename: str
+    size: int
+    created: float
+    stats: dict[str, Any] = Field(description="what the training source read from it")
+
+
+class UploadList(BaseModel):
+    uploads: list[UploadInfo]
+
+
+# ---- expert labels -------------------------------------------------------------------------------
+class QueuePassage(BaseModel):
+    passage_id: str = Field(description="sha256 of the passage text")
+    doc_id: str | None
+    text: str
+    score: float = Field(description="its score in the newest impression that showed it")
+    position: int = Field(description="the best rank it was shown at (0 = top)")
+    labels: dict[str, int] = Field(description="grades so far, by labeller")
+
+
+class QueueItem(BaseModel):
+    query: str
+    query_id: str
+    impressions: int
+    last_seen: float
+    margin: float | None = Field(description="mean score gap between the top two shown passages")
+    passages: list[QueuePassage]
+
+
+class LabelQueue(BaseModel):
+    domain: str
+    order: Literal["frequent", "uncertain"]
+    items: list[QueueItem]
+
+
+class LabelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    passage_id: str = Field(min_length=64, max_length=64)
+    relevance: StrictInt = Field(ge=1, le=5, description="1 = not relevant ... 5 = perfectly relevant")
+
+
+class LabelsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(min_length=1, description="the logged query, as the queue gave it")
+    labels: list[LabelIn] = Field(min_length=1, max_length=200)
+    labeller: str = Field(min_length=1, max_length=100, pattern=r"\S",
+                          description="who graded (the name entered on the admin page's login form)")
+
+
+class LabelsStored(BaseModel):
+    domain: str
+    stored: int
+    labeller: str
+
+
+class LabelSummary(BaseModel):
+    domain: str
+    labels: int = Field(description="grades stored (one per labeller and pair)")
+    queries: int
+    pairs: int = Field(description="distinct (query, passage) pairs graded")
+    relevance: dict[str, int]
+    labellers: dict[str, int]
+    last: float | None
+
+
+class AdminCheck(BaseModel):
+    admin: bool
 
 
 # ---- errors --------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Safe extraction and publishing of an uploaded version tarball (tar.gz of a version directory).
+"""Safe extraction of uploaded archives: a version tarball (tar.gz of a version directory), published
+here, and a BEIR zip (training data).
 
 Blocking work (gunzip, hashing, load checks): the route runs `publish_upload` in a worker thread,
 never on the event loop that answers /rerank.
@@ -6,7 +7,9 @@ never on the event loop that answers /rerank.
 from __future__ import annotations
 
 import logging
+import stat
 import tarfile
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -80,3 +83,36 @@ def publish_upload(registry: Registry, domain: str, archive: Path, workdir: Path
     with `check`, publish as a candidate. Blocking: run it in a worker thread."""
     root = extract_version_archive(archive, workdir, max_bytes=max_bytes, max_members=max_members)
     return registry.publish_dir(domain, root, False, check)
+
+
+def extract_beir_zip(archive: Path, dest: Path, max_bytes: int, max_files: int = 10_000) -> Path:
+    """Extract a zip of a BEIR directory; refuse absolute paths, '..', links, and more than `max_bytes`
+    unpacked (sizes as declared: zipfile never inflates a member past its declared size).
+
+    Returns the directory holding corpus.jsonl (the zip may wrap it in one top folder)."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise UnsafeArchive(f"not a readable zip: {e}") from e
+    with zf:
+        members = zf.infolist()
+        if len(members) > max_files:
+            raise UnsafeArchive(f"zip has {len(members)} members; at most {max_files}")
+        total = 0
+        for m in members:
+            if why := _unsafe_name(m.filename):
+                raise UnsafeArchive(f"zip member {m.filename!r} {why}")
+            if stat.S_ISLNK(m.external_attr >> 16):
+                raise UnsafeArchive(f"zip member {m.filename!r} is a link")
+            total += m.file_size
+            if total > max_bytes:
+                raise UnsafeArchive(f"zip unpacks to over {max_bytes} bytes")
+        try:
+            zf.extractall(dest)
+        except (zipfile.BadZipFile, OSError, EOFError) as e:  # a corrupt member (CRC, truncated)
+            raise UnsafeArchive(f"zip cannot be unpacked: {e}") from e
+    found = [p.parent for p in dest.rglob("corpus.jsonl") if "__MACOSX" not in p.parts]
+    if len(found) != 1:
+        raise UnsafeArchive(f"zip must contain exactly one corpus.jsonl (BEIR layout: corpus.jsonl, "
+                            f"queries.jsonl, qrels/<split>.tsv); found {len(found)}")
+    return found[0]

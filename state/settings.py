@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # ... and as unpacked: a small gzip can hold gigabytes of zeros
     max_upload_unpacked_bytes: int = 3_000_000_000
     max_upload_members: int = 1000
+    # training data uploads (RAGAS JSONL, labels CSV/JSONL, BEIR zip): the body, and a BEIR zip unpacked
+    max_data_upload_bytes: int = 200_000_000
+    max_data_unzipped_bytes: int = 1_000_000_000
 
     max_models_per_replica: int = 4
     # Two pool replicas of one thread each: losing one (a crash, an OOM kill) leaves the other serving

@@ -10,12 +10,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from sqlalchemy import case, func, select
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from state.db import Click, Impression, Passage, Shown, create_tables, make_engine, passage_hash
+from state.db import Click, Impression, Passage, Shown, create_tables, dialect_insert, make_engine, passage_hash
 
 
 class StoreError(Exception):
@@ -87,8 +86,7 @@ class Store:
 
     def _insert_ignore(self, table):
         """INSERT ... ON CONFLICT DO NOTHING: replays of a batch and repeated clicks are no-ops."""
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        return dialect.insert(table).on_conflict_do_nothing()
+        return dialect_insert(self.engine, table).on_conflict_do_nothing()
 
     # ---- writes ------------------------------------------------------------------
     def add_impressions(self, events: Sequence[ImpressionEvent]) -> int:
@@ -256,3 +254,26 @@ class Store:
             q = q.where(Impression.ts >= since)
         with Session(self.engine) as db:
             return [tuple(r) for r in db.execute(q).all()]
+
+    def traffic(self, now: float | None = None) -> dict[str, dict[str, int]]:
+        """Impressions per domain: {domain: {last_hour, last_day, total}}, in one query."""
+        now = time.time() if now is None else now
+
+        def since(seconds: float):
+            return func.sum(case((Impression.ts >= now - seconds, 1), else_=0))
+
+        q = (select(Impression.domain, since(3600), since(86400), func.count())
+             .group_by(Impression.domain).order_by(Impression.domain))
+        with Session(self.engine) as db:
+            return {d: {"last_hour": int(h or 0), "last_day": int(day or 0), "total": int(n)}
+                    for d, h, day, n in db.execute(q).all()}
+
+    def arm_events(self, domain: str, since: float, until: float) -> list[tuple[float, str, bool]]:
+        """(ts, variant, clicked) per impression of a domain in [since, until): the A/B timeline's input."""
+        clicked = select(Click.request_id).distinct().subquery()
+        q = (select(Impression.ts, Impression.variant, clicked.c.request_id.is_not(None))
+             .outerjoin(clicked, clicked.c.request_id == Impression.request_id)
+             .where(Impression.domain == domain, Impression.ts >= since, Impression.ts < until)
+             .order_by(Impression.ts))
+        with Session(self.engine) as db:
+            return [(float(t), v, bool(c)) for t, v, c in db.execute(q).all()]

@@ -10,17 +10,23 @@ from training.config import TrainConfig
 from training.examples import Example
 
 Progress = Callable[[int, int], None]  # (steps done, total); raise to cancel
+LossLog = Callable[[int, float], None]  # (step, training loss the trainer logged)
 
 
-def _callback(progress: Progress | None) -> list:
+def _callback(progress: Progress | None, on_loss: LossLog | None = None) -> list:
     from transformers import TrainerCallback
 
-    if progress is None:
+    if progress is None and on_loss is None:
         return []
 
     class _Report(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-            progress(state.global_step, state.max_steps)
+            if progress is not None:
+                progress(state.global_step, state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if on_loss is not None and logs and "loss" in logs:
+                on_loss(state.global_step, float(logs["loss"]))
 
     return [_Report()]
 
@@ -72,7 +78,7 @@ def _args(cls: Any, cfg: TrainConfig, out: str, n_rows: int, **extra: Any) -> An
 
 
 def train_cross_encoder(model: Any, examples: list[Example], cfg: TrainConfig, *, new_head: bool,
-                        progress: Progress | None = None) -> Any:
+                        progress: Progress | None = None, on_loss: LossLog | None = None) -> Any:
     """BCE with pos_weight for binary labels; LambdaLoss over per-query lists for graded labels."""
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
@@ -101,13 +107,13 @@ def train_cross_encoder(model: Any, examples: list[Example], cfg: TrainConfig, *
     with tempfile.TemporaryDirectory() as out:
         args = _args(CrossEncoderTrainingArguments, cfg, out, len(ds), **extra)
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=ds, loss=loss,
-                                      callbacks=_callback(progress))
+                                      callbacks=_callback(progress, on_loss))
         trainer.train()
     return model.eval()
 
 
 def train_bi_encoder(base_path: str, examples: list[Example], cfg: TrainConfig,
-                     progress: Progress | None = None) -> Any:
+                     progress: Progress | None = None, on_loss: LossLog | None = None) -> Any:
     """In-batch negatives + one mined hard negative per positive (MultipleNegativesRankingLoss)."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
@@ -144,6 +150,6 @@ def train_bi_encoder(base_path: str, examples: list[Example], cfg: TrainConfig,
         args = _args(SentenceTransformerTrainingArguments, cfg, out, len(ds),
                      batch_sampler=BatchSamplers.NO_DUPLICATES)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=loss,
-                                             callbacks=_callback(progress))
+                                             callbacks=_callback(progress, on_loss))
         trainer.train()
     return model.eval()

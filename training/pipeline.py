@@ -23,7 +23,7 @@ from training import gates as G
 from training.bm25 import BM25Index
 from training.config import TrainConfig
 from training.evaluate import evaluate_systems, torch_scorer
-from training.examples import Example, SourceError
+from training.examples import GRADED_SOURCES, Example, SourceError
 from training.negatives import add_negatives
 from training.splits import split, subset
 
@@ -41,6 +41,7 @@ class DataSpec:
     ragas: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     search_logs: bool = False  # read impressions/clicks of the domain from the event store
+    expert_labels: bool = False  # the domain's grades stored by the label queue (state/labels.py)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
@@ -53,6 +54,7 @@ class Reporter:
     def stage(self, name: str) -> None: ...
     def progress(self, done: int, total: int) -> None: ...
     def update(self, **fields: Any) -> None: ...
+    def loss(self, step: int, value: float) -> None: ...  # the trainer's logged training loss
 
 
 def load_sources(spec: DataSpec, domain: str, db_url: str) -> tuple[list[Example], dict, dict]:
@@ -78,19 +80,23 @@ def load_sources(spec: DataSpec, domain: str, db_url: str) -> tuple[list[Example
         ex, st = load_labels(p)
         examples += ex
         stats[f"labels:{Path(p).name}"] = st
-    if spec.search_logs:
+    if spec.search_logs or spec.expert_labels:  # the sources read from the service's database
         from state.store import Store
-        from training.sources.search_logs import examples_from_store
+        from training.sources import search_logs, stored_labels
 
         store = Store(db_url)
         try:
-            ex, st = examples_from_store(store, domain)
+            for name, read in (("search_logs", search_logs.examples_from_store),
+                               ("expert_labels", stored_labels.examples_from_store)):
+                if getattr(spec, name):
+                    ex, st = read(store, domain)
+                    examples += ex
+                    stats[name] = st
         finally:
             store.close()
-        examples += ex
-        stats["search_logs"] = st
     if not examples:
-        raise SourceError("no training data: give a BEIR directory, RAGAS/label files, or enable search logs")
+        raise SourceError("no training data: give a BEIR directory, RAGAS/label files, or enable search logs "
+                          "or expert labels (the enabled ones had no usable rows)")
     # passages of every source join the mining corpus, keyed by a stable id
     for e in examples:
         if e.doc_id is None:
@@ -115,10 +121,10 @@ def _heldout(examples: list[Example], spec: DataSpec, cfg: TrainConfig, corpus: 
         train = [e for e in examples if e.query_id not in dev]
         queries = {e.query_id: e.query for e in examples if e.query_id in dev}
         qrels = {}
-        graded = any(e.label > 1 for e in examples)  # expert labels 1-5: 1 means "not relevant"
-        for e in examples:
+        for e in examples:  # expert labels 1-5 (1 means "not relevant") beside binary sources: per example
             if e.query_id in dev:
-                qrels.setdefault(e.query_id, {})[e.doc_id] = int(e.label - 1 if graded else e.label > 0)
+                qrels.setdefault(e.query_id, {})[e.doc_id] = int(e.label - 1 if e.source in GRADED_SOURCES
+                                                                 else e.label > 0)
         qrels = {q: d for q, d in qrels.items() if any(v > 0 for v in d.values())}
         queries = {q: queries[q] for q in qrels}
     cands = index.search(queries, cfg.eval_k)
@@ -177,16 +183,17 @@ def fine_tune(data: Prepared, cfg: TrainConfig, rep: Reporter) -> tuple[Any, str
     src = data.source
     kind = src.kind if cfg.model_kind == "auto" else cfg.model_kind
     t0 = time.time()
+    on_loss = getattr(rep, "loss", None)  # reporters are duck-typed (the CLI's bars, tests): loss is optional
     if kind == "bi-encoder":
         from training.finetune import train_bi_encoder
 
-        model = train_bi_encoder(src.path, data.train, cfg, progress=rep.progress)
+        model = train_bi_encoder(src.path, data.train, cfg, progress=rep.progress, on_loss=on_loss)
     else:
         from training.finetune import load_cross_encoder, train_cross_encoder
 
         model = load_cross_encoder(src.kind, src.path, cfg.max_length)
         model = train_cross_encoder(model, data.train, cfg, new_head=src.kind != "cross-encoder",
-                                    progress=rep.progress)
+                                    progress=rep.progress, on_loss=on_loss)
     return model, kind, time.time() - t0
 
 
