@@ -5,6 +5,7 @@ down; child processes (the base-model export, training jobs) rebuild the same ob
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -41,6 +42,15 @@ class Settings(BaseSettings):
     pool_num_cpus: float = 0.5
     pool_max_ongoing_requests: int = 8
     ingress_replicas: int = 1
+    # Custom Ray resources each replica asks for (JSON, e.g. '{"reranker_pool": 1}'): on a cluster whose
+    # nodes were started with `ray start --resources`, they pin the pool and the ingress to those nodes.
+    pool_resources: dict[str, float] = Field(default_factory=dict)
+    ingress_resources: dict[str, float] = Field(default_factory=dict)
+    # What a training job reserves on the cluster: Ray places it on a node with these free, so it never
+    # runs on the cores serving reserved. torch uses as many threads as the CPUs reserved.
+    train_num_cpus: float = Field(1.0, gt=0)
+    train_num_gpus: float = Field(0.0, ge=0)
+    train_resources: dict[str, float] = Field(default_factory=dict)
     registry_cache_ttl_s: float = 1.0
 
     admin_token: str | None = None
@@ -76,5 +86,6 @@ class Settings(BaseSettings):
         out = {}
         for name, value in self.model_dump(exclude_unset=False).items():
             if value is not None:
-                out[f"RERANKER_{name.upper()}"] = str(value)
+                # containers as JSON: the form pydantic-settings parses back
+                out[f"RERANKER_{name.upper()}"] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
         return out
