@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent  # the project root: training/ sit
 
 # What a Ray Jobs submission never uploads with the code (gitignore syntax, relative to ROOT): the
 # nodes have the project's environment installed, and data and models live on the shared filesystem.
-UPLOAD_EXCLUDES = [".venv/", "venv/", "var/", ".git/", ".ci/", "tests/", "deploy/", "benchmarks/results/",
-                   "**/__pycache__/", ".pytest_cache/", "*.egg-info/", "*.onnx", "*.bin", "*.safetensors", "*.db",
+UPLOAD_EXCLUDES = ["/.venv", "/venv", "/var", "/.git", "/.ci", "/tests", "/deploy", "/benchmarks/results",
+                   "__pycache__/", ".pytest_cache/", "*.egg-info/", "*.onnx", "*.bin", "*.safetensors", "*.db",
                    "*.log", "*.tar.gz"]
 
 
@@ -70,7 +70,7 @@ def submission(settings: Settings, job_id: str) -> dict[str, Any]:
     entry = " ".join(_command(job_id)[1:])
     excludes = list(UPLOAD_EXCLUDES)
     if settings.home.is_relative_to(ROOT):  # a RERANKER_HOME inside the checkout holds models and the database
-        excludes.append(f"/{settings.home.relative_to(ROOT).as_posix()}/")
+        excludes.append(f"/{settings.home.relative_to(ROOT).as_posix()}")
     return {"entrypoint": f"python {entry}", "submission_id": job_id,
             "entrypoint_num_cpus": settings.train_num_cpus, "entrypoint_num_gpus": settings.train_num_gpus,
             "entrypoint_resources": dict(settings.train_resources) or None,

@@ -78,7 +78,9 @@ class LocalCluster:
         """Environment of the ray/serve commands: this cluster's token and marker. Nothing of the caller's
         Ray (RAY_ADDRESS, its auth mode) or settings (RERANKER_*) leaks in: the nodes get `env` only."""
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "RERANKER_"))}
-        return {**inherited, **self.env, MARKER: self.marker, "RAY_AUTH_MODE": "token",
+        # this environment first on PATH, as on a node where it is installed: Ray Jobs entrypoints say `python`
+        path = os.pathsep.join([str(Path(sys.executable).parent), inherited.get("PATH", "")])
+        return {**inherited, "PATH": path, **self.env, MARKER: self.marker, "RAY_AUTH_MODE": "token",
                 "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
 
     def _ray(self, *args: str, timeout: float = 180) -> str:

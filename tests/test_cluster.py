@@ -17,8 +17,11 @@ import httpx
 import pytest
 import yaml
 
+from serving.job_launcher import submission
 from serving.local import wait_ready
 from serving.local_cluster import LocalCluster, cluster_config, free_port
+from state.jobs import JobStore
+from state.settings import Settings
 from state.store import Store
 from tests.conftest import ADMIN_TOKEN, SCIFACT
 from tests.test_training_http import TINY
@@ -106,3 +109,27 @@ def test_training_job_runs_on_the_worker_and_its_promoted_version_serves(cluster
                                                             "user_id": f"user-{i}"}).json()["model"]
                   for i in range(20)}  # 50/50 A/B by user key: some land on the domain arm
         assert f"{DOMAIN}@v1" in models
+
+
+def test_a_ray_jobs_submission_runs_the_uploaded_entry_point_on_the_worker(cluster):
+    """The other way a job starts (RERANKER_RAY_JOBS_ADDRESS): Ray's job server gets the code only as
+    working_dir and starts the entry point on a node with `entrypoint_num_cpus` free. A job whose data is
+    missing ends quickly: its record says why, written by the uploaded `training.job` on the worker."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    settings = Settings(home=cluster.home, db_url=cluster.db_url, train_num_cpus=1)
+    missing = cluster.home / "no-such-beir-dir"
+    jobs = JobStore(cluster.home)
+    rec = jobs.create("cluster-jobs-api", "reranker", {"data": {"beir": str(missing)}, "train": {}, "activate": False})
+    client = JobSubmissionClient(cluster.dashboard_url, headers={"Authorization": f"Bearer {cluster.token}"})
+    sub = client.submit_job(**submission(settings, rec["id"]))
+    deadline = time.time() + 300
+    while not client.get_job_status(sub).is_terminal():
+        assert time.time() < deadline, client.get_job_logs(sub)[-2000:]
+        time.sleep(1)
+    info = client.get_job_info(sub)
+    assert info.status == JobStatus.FAILED  # exit 1: the job failed, as its record says
+    assert info.runtime_env["working_dir"].startswith("gcs://")  # uploaded, not read from this checkout
+    assert info.driver_node_id == cluster.node_with("reranker_pool")
+    rec = jobs.get(rec["id"])
+    assert rec["status"] == "failed" and str(missing) in rec["error"], rec
