@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=RESULTS / "autoscale.json")
     a = ap.parse_args(argv)
 
+    # SIGTERM (or SIGINT, which a background job ignores) still stops the cluster in `finally`
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     home = Path(os.environ.get("BENCH_HOME") or tempfile.mkdtemp(prefix="reranker-bench-home-"))
     bodies = scifact_requests(a.requests)
     cluster = LocalCluster(worker_cpus=a.worker_cpus)

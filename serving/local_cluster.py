@@ -229,3 +229,12 @@ def cluster_config(port: int, env_vars: dict[str, str], source: Path = CLUSTER_C
         runtime_env = app.setdefault("runtime_env", {})
         runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env_vars}
     return cfg
+
+
+if __name__ == "__main__":
+    # `python -m serving.local_cluster stop /tmp/rrk-XXXX`: end what a killed test or benchmark left running
+    if len(sys.argv) != 3 or sys.argv[1] != "stop":
+        raise SystemExit("usage: python -m serving.local_cluster stop TEMP_DIR")
+    cluster = LocalCluster(temp_dir=Path(sys.argv[2]).resolve())
+    print(f"stopped {cluster.stop()} processes")
+    cluster.remove_files()
