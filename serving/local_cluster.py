@@ -168,11 +168,12 @@ class LocalCluster:
 
         me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
         tmp = str(self.temp_dir)
+        inside = tmp + os.sep
 
         def ours(p: Any) -> bool:
-            if p.environ().get(MARKER) == self.marker or any(tmp in a for a in p.cmdline()):
+            if p.environ().get(MARKER) == self.marker or any(inside in a or a.endswith(tmp) for a in p.cmdline()):
                 return True
-            return any(f.path.startswith(tmp) for f in p.open_files())
+            return any(f.path.startswith(inside) for f in p.open_files())
 
         found: dict[int, Any] = {}
         for p in psutil.process_iter():
