@@ -1,7 +1,7 @@
 """Starts `python -m training.job --job-id ID` without serving ever importing training or torch.
 
 Order of preference: Ray's JobSubmissionClient when an HTTP job-server address is configured
-(RERANKER_RAY_JOBS_ADDRESS, or RAY_ADDRESS=http://...); else a Ray task on the running cluster (inside
+(`settings.ray_jobs_address`, or RAY_ADDRESS=http://...); else a Ray task on the running cluster (inside
 Serve, Ray is already up) that runs the entry point as a child process; else, with no Ray at all
 (tests of the bare app), a detached child process.
 
@@ -79,7 +79,7 @@ def submission(settings: Settings, job_id: str) -> dict[str, Any]:
 
 def launch(job_id: str, settings: Settings) -> str:
     """Returns a handle string recorded in the job (ray job id / task / pid)."""
-    address = os.environ.get("RERANKER_RAY_JOBS_ADDRESS") or os.environ.get("RAY_ADDRESS", "")
+    address = settings.ray_jobs_address or os.environ.get("RAY_ADDRESS", "")
     if address.startswith("http"):
         from ray.job_submission import JobSubmissionClient
 

@@ -91,22 +91,33 @@ class LocalCluster:
             raise RuntimeError(f"ray {args[0]} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
         return out.stdout
 
-    def start(self) -> LocalCluster:
-        self.gcs_port, self.dashboard_port = free_port(), free_port()
-        try:
-            self._ray("start", "--head", f"--port={self.gcs_port}", "--include-dashboard=true",
-                      "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-                      f"--ray-client-server-port={free_port()}", f"--num-cpus={self.head_cpus}",
-                      f"--resources={json.dumps(self.head_resources)}", f"--temp-dir={self.temp_dir}",
-                      "--disable-usage-stats", *_node_ports())
-            self._ray("start", f"--address={self.gcs_address}", f"--num-cpus={self.worker_cpus}",
-                      f"--resources={json.dumps(self.worker_resources)}", f"--temp-dir={self.temp_dir}",
-                      "--disable-usage-stats", *_node_ports())
-            self._wait(lambda: len(self.nodes()) == 2, "both nodes alive", 120)
-        except BaseException:
-            self.stop()
-            raise
+    def start(self, attempts: int = 2) -> LocalCluster:
+        """Start the head, then the worker, and wait until both are alive. A free port can be taken by
+        another process before Ray binds it: a failed start is stopped and tried again on new ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_nodes()
+                return self
+            except Exception:
+                self.stop()
+                if attempt == attempts:
+                    raise
+            except BaseException:  # interrupted: stop what started, do not retry
+                self.stop()
+                raise
         return self
+
+    def _start_nodes(self) -> None:
+        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        self._ray("start", "--head", f"--port={self.gcs_port}", "--include-dashboard=true",
+                  "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+                  f"--ray-client-server-port={free_port()}", f"--num-cpus={self.head_cpus}",
+                  f"--resources={json.dumps(self.head_resources)}", f"--temp-dir={self.temp_dir}",
+                  "--disable-usage-stats", *_node_ports())
+        self._ray("start", f"--address={self.gcs_address}", f"--num-cpus={self.worker_cpus}",
+                  f"--resources={json.dumps(self.worker_resources)}", f"--temp-dir={self.temp_dir}",
+                  "--disable-usage-stats", *_node_ports())
+        self._wait(lambda: len(self.nodes()) == 2, "both nodes alive", 120)
 
     # ---- the cluster's own view (Ray's state API on the dashboard) ---------------------------------
     def api(self, path: str, **params: Any) -> Any:

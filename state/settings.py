@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     train_num_cpus: float = Field(1.0, gt=0)
     train_num_gpus: float = Field(0.0, ge=0)
     train_resources: dict[str, float] = Field(default_factory=dict)
+    # Ray's job server (http://HEAD:8265): training jobs are submitted there instead of run as Ray tasks
+    ray_jobs_address: str | None = None
     registry_cache_ttl_s: float = 1.0
 
     admin_token: str | None = None
