@@ -106,7 +106,7 @@ def grid(ce: Any, rts: dict[str, Any], tokens: list[int], batches: list[int], th
             fns = {"torch": lambda: ce.predict([(QUERY, d) for d in docs], batch_size=batch, show_progress_bar=False)}
             for name, rt in rts.items():
                 rt.batch_size = batch
-                fns[name] = lambda rt=rt: rt.score(QUERY, docs)
+                fns[name] = lambda rt=rt: rt.score(QUERY, docs, truncate=True)  # ST truncates too
             res = interleave(fns, threads, rounds, batch)
             cell = {"tokens": n_tok, "batch": batch, "threads": threads, **{f"{k}_{m}": v[m] for k, v in res.items()
                     for m in ("wall_ms_per_pair", "cpu_ms_per_pair")}}
@@ -129,11 +129,11 @@ def scifact(ce: Any, rts: dict[str, Any], requests: list, threads: int, rounds: 
 
     def runner(rt: Any) -> Callable[[], None]:
         rt.max_length, rt.batch_size = 512, batch
-        return lambda: [rt.score(q, docs) for q, docs in requests]
+        return lambda: [rt.score(q, docs, truncate=True) for q, docs in requests]
 
     res = interleave({"torch": run_torch, **{k: runner(rt) for k, rt in rts.items()}}, threads, rounds, n_pairs)
     rt = next(iter(rts.values()))
-    lengths = [len(e.ids) for q, docs in requests for e in rt._encode([(q, d) for d in docs], pairs=True)[0]]
+    lengths = [len(e.ids) for q, docs in requests for e in rt.windows.encode(q, docs, 512, first_only=True)[1].encodings]
     out = {"queries": len(requests), "pairs": n_pairs, "batch": batch, "threads": threads,
            "mean_tokens": statistics.mean(lengths), "max_tokens": max(lengths),
            **{f"{k}_{m}": v[m] for k, v in res.items() for m in ("wall_ms_per_pair", "cpu_ms_per_pair")}}

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
                 assert r.json()["model"] == f"{args.domain}@{version}", r.json()["model"]
                 time.sleep(0.3)
                 t2 = time.perf_counter()
-                local.score(body["query"], body["documents"])
+                local.score(body["query"], body["documents"])  # windows, as the service scores
                 t3 = time.perf_counter()
                 if i >= 2:
                     http_ms.append((t1 - t0) * 1000)

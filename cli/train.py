@@ -142,8 +142,10 @@ def evaluate(domain: str = typer.Option(..., help="domain id (its active model i
         cands = BM25Index(data.corpus).search(queries, k)
         # scored as served: same engine and max length as the pool
         threads = max(1, min(2, os.cpu_count() or 1))
-        systems = {"bm25": None, "base": version_scorer(str(ensure_base(settings)), threads, settings.engine),
-                   "domain": version_scorer(str(registry.version_dir(domain, active)), threads, settings.engine)}
+        served = {"threads": threads, "engine": settings.engine, "max_length": settings.max_length,
+                  "doc_tokens": settings.doc_tokens}
+        systems = {"bm25": None, "base": version_scorer(str(ensure_base(settings)), **served),
+                   "domain": version_scorer(str(registry.version_dir(domain, active)), **served)}
         res = evaluate_systems(systems, queries, qrels, cands, data.corpus, k, progress=progress)
     bars.close()
     res["domain"] = {"model": model_id(domain, active), **res["domain"]}

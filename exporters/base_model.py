@@ -5,10 +5,8 @@
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -21,15 +19,9 @@ from state.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def base_slug(name: str, max_length: int, openvino: bool) -> str:
-    """A directory name for (model, max_length, engine) that cannot collide with a domain id."""
-    clean = re.sub(r"[^a-zA-Z0-9_.-]+", "_", name)[-48:]
-    return f"{clean}-{max_length}{'-ov' if openvino else ''}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-
-
 def ensure_base(settings: Settings) -> Path:
     s = settings
-    target = Registry(s.registry_root).base_dir(base_slug(s.base_model, s.max_length, s.builds_openvino))
+    target = Registry(s.registry_root).base_dir(s.base_model, s.max_length, s.builds_openvino)
     if (target / MANIFEST).is_file():
         return target
     log.info("building base model %s into %s (first start only)", s.base_model, target)

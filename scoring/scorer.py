@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
+from scoring.cache import EmbeddingCache, text_key
 from scoring.engines import OnnxRuntimeEngine, OpenVinoEngine
 from scoring.files import MANIFEST, MODEL_ONNX, OPENVINO_XML, TOKENIZER, Engine
+from scoring.windows import Windower, aggregate
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class Scored:
     scores: np.ndarray  # relevance in 0..1, one per document, in input order
-    truncated: int  # documents cut to fit max_length
+    truncated: int  # documents cut at the per-document token cap (or, with truncate, at the window)
+    windows: int = 0  # windows of every document (model inputs, cached ones included)
+    cached: int = 0  # documents answered from the embedding cache (bi-encoders)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -32,16 +35,21 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class VersionScorer:
-    """One loaded version. Cross-encoders: sigmoid(logit). Bi-encoders: (cosine + 1) / 2."""
+    """One loaded version. Cross-encoders: sigmoid(logit). Bi-encoders: (cosine + 1) / 2.
+
+    A document longer than the model's window is scored over overlapping windows up to
+    `doc_tokens` tokens (scoring/windows.py); its score is its best window's."""
 
     def __init__(self, version_dir: Path | str, threads: int = 1, max_length: int = 256, batch_size: int = 16,
-                 engine: Engine = "onnxruntime"):
+                 engine: Engine = "onnxruntime", doc_tokens: int = 4096, window_overlap: int = 32,
+                 window_aggregate: str = "max", cache: EmbeddingCache | None = None):
         self.dir = Path(version_dir)
         self.manifest = json.loads((self.dir / MANIFEST).read_text())
         self.kind = self.manifest["kind"]
         self.activation = self.manifest.get("activation", "sigmoid")
-        self.max_length = min(max_length, int(self.manifest.get("max_length", max_length)))
         self.batch_size = batch_size
+        self.doc_tokens, self.window_aggregate = doc_tokens, window_aggregate
+        self.cache = cache if self.kind == "bi-encoder" else None  # a cross-encoder's input has the query
         if engine == "openvino" and not (self.dir / OPENVINO_XML).is_file():
             # a version exported without it (the exporter deletes one that fails parity) still serves
             log.info("%s has no OpenVINO model: using onnxruntime", self.dir)
@@ -51,35 +59,20 @@ class VersionScorer:
         self._infer = (OpenVinoEngine(self.dir / OPENVINO_XML, threads) if engine == "openvino"
                        else OnnxRuntimeEngine(self.dir / MODEL_ONNX, threads))
         self.input_names = self._infer.input_names
-        self.tokenizer = Tokenizer.from_file(str(self.dir / TOKENIZER))
-        self.tokenizer.no_padding()
-        self.tokenizer.no_truncation()
-        # Truncation is tokenizer state and the pool scores from several threads at once: without
-        # this lock one thread's no_truncation() let another encode 705 tokens into a 512-position
-        # model (an onnxruntime broadcast error, HTTP 500, seen under benchmarks/hotswap load).
-        self._tok_lock = threading.Lock()
+        self.windows = Windower(Tokenizer.from_file(str(self.dir / TOKENIZER)), self.kind,
+                                min(max_length, int(self.manifest.get("max_length", max_length))), window_overlap)
         self.pad_id = int(self.manifest.get("pad_token_id", 0))
 
-    # -- tokenization -------------------------------------------------------------------------
-    def _cap_query(self, query: str) -> str:
-        """Keep the query whole unless it alone would eat more than half the budget."""
-        with self._tok_lock:
-            self.tokenizer.no_truncation()
-            enc = self.tokenizer.encode(query, add_special_tokens=False)
-        limit = self.max_length // 2
-        if len(enc.ids) <= limit:
-            return query
-        return query[: enc.offsets[limit - 1][1]]
+    @property
+    def max_length(self) -> int:
+        return self.windows.max_length
 
-    def _encode(self, texts: list, pairs: bool) -> tuple[list, int]:
-        strategy = "only_second" if pairs else "longest_first"
-        with self._tok_lock:
-            self.tokenizer.enable_truncation(self.max_length, strategy=strategy)
-            encs = self.tokenizer.encode_batch(texts)
-            self.tokenizer.no_truncation()
-        return encs, sum(1 for e in encs if e.overflowing)
+    @max_length.setter
+    def max_length(self, value: int) -> None:
+        self.windows.max_length = value
 
-    def _batches(self, encs: list):
+    # -- engine inputs ----------------------------------------------------------------------------
+    def _batches(self, encs: list[Encoding]):
         """Length-sorted batches (less padding) as (input positions, feed)."""
         order = np.argsort([len(e.ids) for e in encs], kind="stable")
         for start in range(0, len(order), self.batch_size):
@@ -97,7 +90,7 @@ class VersionScorer:
                     feed["token_type_ids"][row, :n] = e.type_ids
             yield idx, feed
 
-    def _run(self, encs: list) -> np.ndarray:
+    def _run(self, encs: list[Encoding]) -> np.ndarray:
         """Outputs in input order."""
         outs: list[np.ndarray] = [None] * len(encs)  # type: ignore[list-item]
         for idx, feed in self._batches(encs):
@@ -106,30 +99,44 @@ class VersionScorer:
                 outs[i] = out[row]
         return np.stack(outs) if outs else np.zeros((0, 1), dtype=np.float32)
 
-    def _encode_request(self, query: str, documents: list[str]) -> tuple[list, int]:
-        """Encodings of one request (pairs for a cross-encoder, [query, *docs] for a bi-encoder)."""
-        if self.kind == "cross-encoder":
-            return self._encode([(self._cap_query(query), d) for d in documents], pairs=True)
-        encs, truncated = self._encode([query, *documents], pairs=False)
-        return encs, truncated - (1 if encs[0].overflowing else 0)  # the query is not a document
-
     def feeds(self, query: str, documents: list[str]) -> list[dict[str, np.ndarray]]:
         """The engine inputs score() would run for this request (calibration data for static int8)."""
-        return [feed for _, feed in self._batches(self._encode_request(query, documents)[0])]
+        query_enc, w = self.windows.encode(query, documents, self.doc_tokens)
+        return [feed for _, feed in self._batches(([query_enc] if query_enc else []) + w.encodings)]
 
     # -- scoring --------------------------------------------------------------------------------
-    def score(self, query: str, documents: list[str]) -> Scored:
+    def score(self, query: str, documents: list[str], max_tokens_per_doc: int | None = None,
+              truncate: bool = False) -> Scored:
+        """max_tokens_per_doc: this request's per-document token cap (default: doc_tokens).
+        truncate: score only each document's first window, as a plain truncating reranker does."""
         if not documents:
-            return Scored(np.zeros(0, dtype=np.float32), 0)
-        encs, truncated = self._encode_request(query, documents)
-        if self.kind == "cross-encoder":
-            logits = self._run(encs).reshape(len(documents), -1)[:, 0]
-            scores = sigmoid(logits) if self.activation == "sigmoid" else logits
-            return Scored(scores.astype(np.float32), truncated)
-        emb = self._run(encs).astype(np.float32)
+            return Scored(np.zeros(0, dtype=np.float32), 0, 0)
+        cap = max_tokens_per_doc or self.doc_tokens
+        if self.kind == "bi-encoder":
+            return self._score_bi_encoder(query, documents, cap, truncate)
+        _, w = self.windows.encode(query, documents, cap, first_only=truncate)
+        logits = self._run(w.encodings).reshape(len(w.encodings), -1)[:, 0]
+        per_window = sigmoid(logits) if self.activation == "sigmoid" else logits
+        scores = aggregate(per_window.astype(np.float32), w.owner, len(documents), self.window_aggregate)
+        return Scored(scores, w.truncated, len(w.encodings))
+
+    def _score_bi_encoder(self, query: str, documents: list[str], cap: int, truncate: bool) -> Scored:
+        """(cos(query, window) + 1) / 2 per window; passage windows come from the cache when it has them."""
+        setting = (str(self.dir), self.max_length, self.windows.overlap, cap, truncate)
+        keys = [(setting, text_key(d)) for d in documents] if self.cache is not None else []
+        entries = [self.cache.get(k) for k in keys] if keys else [None] * len(documents)
+        missing = [i for i, e in enumerate(entries) if e is None]
+        query_enc, w = self.windows.encode(query, [documents[i] for i in missing], cap, first_only=truncate)
+        emb = self._run([query_enc, *w.encodings]).astype(np.float32)
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        cos = emb[1:] @ emb[0]
-        return Scored(((cos + 1.0) / 2.0).astype(np.float32), truncated)
+        for j, i in enumerate(missing):
+            entries[i] = (emb[1:][w.owner == j], bool(w.cut[j]))
+            if keys:
+                self.cache.put(keys[i], entries[i])
+        owner = np.concatenate([np.full(len(e[0]), i) for i, e in enumerate(entries)])
+        per_window = (np.concatenate([e[0] for e in entries]) @ emb[0] + 1.0) / 2.0
+        scores = aggregate(per_window.astype(np.float32), owner, len(documents), self.window_aggregate)
+        return Scored(scores, sum(e[1] for e in entries), len(owner), len(documents) - len(missing))
 
 
 def load_check(version_dir: Path | str, engine: Engine) -> None:

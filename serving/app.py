@@ -11,16 +11,23 @@ from pathlib import Path
 
 from ray.serve import Application
 
+from scoring.files import MANIFEST
 from serving.ingress import Ingress
 from serving.pool import pool_deployment
+from state.registry import Registry
 from state.settings import Settings
 
 
 def base_dir(settings: Settings) -> Path:
     """The base model's version dir, exported on first start by `python -m exporters.base_model`.
 
-    A child process keeps torch (needed only for the export) out of the serving processes.
+    A child process keeps torch (needed only for the export) out of the serving processes; when the
+    dir exists (every later start) nothing is spawned, which keeps start-up fast.
     """
+    built = Registry(settings.registry_root).base_dir(settings.base_model, settings.max_length,
+                                                      settings.builds_openvino)
+    if (built / MANIFEST).is_file():
+        return built
     # stderr passes through: the first start shows the export's progress in the serve log
     out = subprocess.run([sys.executable, "-m", "exporters.base_model"], check=True, stdout=subprocess.PIPE,
                          text=True, env={**os.environ, **settings.to_env(), "HF_HUB_OFFLINE": "1"})

@@ -26,9 +26,7 @@ def create_app(settings: Settings, scorer: Scorer) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     logger = events.install(app, settings)  # app.state.store / app.state.events, drained on shutdown
-    app.state.service = RerankService(registry, scorer, max_documents=settings.max_documents,
-                                      default_split=settings.ab_split, cache_ttl=settings.registry_cache_ttl_s,
-                                      events=logger)
+    app.state.service = RerankService(registry, scorer, settings, events=logger)
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body_bytes,
                        upload_max_bytes=settings.max_upload_bytes)

@@ -10,11 +10,12 @@ import asyncio
 import logging
 from pathlib import Path
 
-import numpy as np
 from ray import serve
+from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 
-from scoring.scorer import VersionScorer
+from scoring.cache import EmbeddingCache
+from scoring.scorer import Scored, VersionScorer
 from state.ids import BASE_MODEL_ID, split_model_id
 from state.registry import Registry
 from state.settings import Settings
@@ -32,12 +33,14 @@ class PoolCore:
     def __init__(self, settings: Settings, base_dir: Path | str):
         self.settings = settings
         self.registry = Registry(settings.registry_root)
+        self.cache = EmbeddingCache(settings.embedding_cache_mb << 20) if settings.embedding_cache_mb else None
         self.base = self._open(base_dir)
 
     def _open(self, version_dir: Path | str) -> VersionScorer:
         s = self.settings
         return VersionScorer(version_dir, threads=s.intra_op_threads, max_length=s.max_length,
-                             batch_size=s.batch_size, engine=s.engine)
+                             batch_size=s.batch_size, engine=s.engine, doc_tokens=s.doc_tokens,
+                             window_overlap=s.window_overlap, window_aggregate=s.window_aggregate, cache=self.cache)
 
     def load(self, model_id: str) -> VersionScorer:
         domain, version = split_model_id(model_id)
@@ -64,11 +67,15 @@ def pool_deployment(settings: Settings):
         async def get_model(self, model_id: str) -> VersionScorer:
             return await asyncio.to_thread(self.core.load, model_id)
 
-        async def score(self, query: str, documents: list[str]) -> tuple[np.ndarray, int]:
+        async def warm(self) -> None:
+            """Load the request's model id into this replica's LRU and score once (the load check)."""
+            model = await self.get_model(serve.get_multiplexed_model_id())
+            await asyncio.to_thread(model.score, "check", ["check"])
+
+        async def score(self, query: str, documents: list[str], max_tokens_per_doc: int | None) -> Scored:
             model_id = serve.get_multiplexed_model_id()
             model = self.core.base if model_id in ("", BASE_MODEL_ID) else await self.get_model(model_id)
-            scored = await asyncio.to_thread(model.score, query, documents)
-            return scored.scores, scored.truncated
+            return await asyncio.to_thread(model.score, query, documents, max_tokens_per_doc)
 
     return RerankerPool
 
@@ -80,6 +87,16 @@ class PoolClient:
     def __init__(self, handle: DeploymentHandle):
         self.handle = handle
 
-    async def score(self, model_id: str, query: str, documents: list[str]) -> tuple[np.ndarray, int]:
-        h = self.handle if model_id == BASE_MODEL_ID else self.handle.options(multiplexed_model_id=model_id)
-        return await h.score.remote(query, documents)
+    def _for(self, model_id: str) -> DeploymentHandle:
+        return self.handle if model_id == BASE_MODEL_ID else self.handle.options(multiplexed_model_id=model_id)
+
+    async def score(self, model_id: str, query: str, documents: list[str],
+                    max_tokens_per_doc: int | None = None) -> Scored:
+        return await self._for(model_id).score.remote(query, documents, max_tokens_per_doc)
+
+    async def warm(self, model_id: str) -> None:
+        """Load a version into the pool before it is promoted; raises ModelLoadError saying why not."""
+        try:
+            await self._for(model_id).warm.remote()
+        except RayTaskError as e:  # keep the replica's message, not Ray's traceback
+            raise ModelLoadError(str(e.cause) if e.cause is not None else str(e)) from None

@@ -21,10 +21,14 @@ class DocumentIn(BaseModel):
 
 
 class RerankRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # e.g. Cohere's "model" or "max_tokens_per_doc"
+    model_config = ConfigDict(extra="ignore")  # e.g. Cohere's "model"
     query: str = Field(description="The search query; must not be empty.")
     documents: list[str | DocumentIn] = Field(description="Passages to rerank: strings or {id?, text}.")
     top_n: int | None = Field(None, ge=1, description="Return only the best N results.")
+    max_tokens_per_doc: int | None = Field(
+        None, ge=1, description="Score each document over windows of the model's length up to this many of its "
+                                "tokens (default: the server's RERANKER_DOC_TOKENS, 4096; at most "
+                                "RERANKER_MAX_DOC_TOKENS). The document's score is its best window's.")
     return_documents: bool = False
     domain: str | None = Field(None, pattern=DOMAIN_RE.pattern, description="Used when ?domain= is absent.")
     user_id: str | None = Field(None, description="Sticky A/B key; else X-User-Id / X-Session-Id headers.")

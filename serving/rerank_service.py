@@ -3,23 +3,28 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from scoring.scorer import Scored
 from serving import ab
 from serving.ab import Arm
 from serving.protocol import DocumentIn, RerankRequest, RerankResponse, RerankResult
 from state.ids import BASE_MODEL_ID, InvalidId, validate_domain
 from state.registry import Registry
+from state.settings import Settings
 
 DEFAULT_DOMAIN = "default"
 
 
 class Scorer(Protocol):
-    async def score(self, model_id: str, query: str, documents: list[str]) -> tuple[np.ndarray, int]:
-        """Relevance in 0..1 per document (input order) and how many documents were truncated."""
+    async def score(self, model_id: str, query: str, documents: list[str],
+                    max_tokens_per_doc: int | None = None) -> Scored:
+        """Relevance in 0..1 per document (input order), with how many were cut and windows scored."""
+
+    async def warm(self, model_id: str) -> None:
+        """Load a version where it will serve (raises if it cannot), so its first request pays nothing."""
 
 
 class BadRequest(Exception):
@@ -51,18 +56,11 @@ class ActiveVersionCache:
             self._cache.pop(domain, None)
 
 
-@dataclass
 class RerankService:
-    registry: Registry
-    scorer: Scorer
-    max_documents: int = 1000
-    default_split: float = 0.5
-    cache_ttl: float = 1.0
-    events: Any = None  # serving.events.EventLogger (optional): log_rerank() per answered request
-    _versions: ActiveVersionCache = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._versions = ActiveVersionCache(self.registry, self.cache_ttl)
+    def __init__(self, registry: Registry, scorer: Scorer, settings: Settings, events: Any = None):
+        """events: serving.events.EventLogger (optional): log_rerank() per answered request."""
+        self.registry, self.scorer, self.settings, self.events = registry, scorer, settings, events
+        self._versions = ActiveVersionCache(registry, settings.registry_cache_ttl_s)
 
     def invalidate(self, domain: str | None = None) -> None:
         """Forget the cached active version (after promote/rollback through this replica)."""
@@ -78,8 +76,12 @@ class RerankService:
             raise BadRequest("domain", str(e)) from e
 
     def documents(self, req: RerankRequest) -> tuple[list[str], list[DocumentIn | None]]:
-        if len(req.documents) > self.max_documents:
-            raise BadRequest("documents", f"at most {self.max_documents} documents per request, got {len(req.documents)}")
+        limit = self.settings.max_documents
+        if len(req.documents) > limit:
+            raise BadRequest("documents", f"at most {limit} documents per request, got {len(req.documents)}")
+        if req.max_tokens_per_doc is not None and req.max_tokens_per_doc > self.settings.max_doc_tokens:
+            raise BadRequest("max_tokens_per_doc", f"at most {self.settings.max_doc_tokens} on this server, "
+                                                   f"got {req.max_tokens_per_doc}")
         texts, objs = [], []
         for d in req.documents:
             if isinstance(d, DocumentIn):
@@ -94,15 +96,16 @@ class RerankService:
     async def rerank(self, req: RerankRequest, domain: str, user_key: str | None = None) -> RerankResponse:
         t0 = time.perf_counter()
         texts, objs = self.documents(req)
-        arm = ab.choose(domain, self._versions.get(domain), user_key, self.default_split)
+        arm = ab.choose(domain, self._versions.get(domain), user_key, self.settings.ab_split)
         try:
-            scores, truncated = await self.scorer.score(arm.model_id, req.query, texts)
+            scored = await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc)
         except Exception as e:  # noqa: BLE001 - a broken domain model must not fail the request
             if arm.variant == ab.BASE:
                 raise
             self._versions.invalidate(domain)  # the pool marked it failed; the registry moved on
             arm = Arm(ab.BASE, BASE_MODEL_ID, f"domain model {arm.model_id} failed to load: {e}"[:300])
-            scores, truncated = await self.scorer.score(arm.model_id, req.query, texts)
+            scored = await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc)
+        scores = scored.scores
         order = np.argsort(-np.asarray(scores), kind="stable")
         if req.top_n is not None:
             order = order[: req.top_n]
@@ -112,7 +115,8 @@ class RerankService:
             for i in order
         ]
         latency_ms = (time.perf_counter() - t0) * 1000
-        meta: dict[str, Any] = {"truncated_documents": truncated, "documents": len(texts),
+        meta: dict[str, Any] = {"documents": len(texts), "windows": scored.windows,
+                                "truncated_documents": scored.truncated, "cached_documents": scored.cached,
                                 "latency_ms": round(latency_ms, 2)}
         if arm.reason:
             meta["reason"] = arm.reason

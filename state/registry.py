@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -53,6 +54,12 @@ def file_hashes(directory: Path) -> dict[str, str]:
     }
 
 
+def base_slug(name: str, max_length: int, openvino: bool) -> str:
+    """The base model's directory name for (model, max_length, engine); never a valid domain id."""
+    clean = re.sub(r"[^a-zA-Z0-9_.-]+", "_", name)[-48:]
+    return f"{clean}-{max_length}{'-ov' if openvino else ''}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
 def _reactivate_previous(cfg: dict[str, Any]) -> str | None:
     """Pop the history down to the latest version that did not fail and make it active (in cfg)."""
     while cfg["history"]:
@@ -80,8 +87,9 @@ class Registry:
     def version_dir(self, domain: str, version: str | int) -> Path:
         return self.domain_dir(domain) / version_name(parse_version(version))
 
-    def base_dir(self, slug: str) -> Path:
-        return self.root / "_base" / slug
+    def base_dir(self, model: str, max_length: int, openvino: bool) -> Path:
+        """The base model's version dir (exporters/base_model.py builds it there on first start)."""
+        return self.root / "_base" / base_slug(model, max_length, openvino)
 
     @contextmanager
     def _locked(self, domain: str) -> Iterator[Path]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,19 @@ class Settings(BaseSettings):
     # and the pool serves it (faster: benchmarks/README.md). A version without one is served by
     # onnxruntime from model.onnx, which every version has. "onnxruntime" skips the OpenVINO build.
     engine: Engine = "openvino"
+
+    # Long documents (scoring/windows.py): a document longer than max_length is scored over windows of
+    # max_length tokens overlapping by window_overlap, up to doc_tokens of its tokens (Cohere's
+    # max_tokens_per_doc default); a request may set its own cap up to max_doc_tokens. The score is
+    # the best window's ("max") or the mean of the best two ("top2"): benchmarks/long_documents.py.
+    doc_tokens: int = Field(4096, ge=1)
+    max_doc_tokens: int = Field(8192, ge=1)
+    window_overlap: int = Field(32, ge=0)
+    window_aggregate: Literal["max", "top2"] = "max"
+
+    # Passage embeddings of bi-encoder versions, per pool replica, shared by its versions (scoring/cache.py):
+    # a document seen before costs no inference. 0 turns it off.
+    embedding_cache_mb: int = Field(64, ge=0)
 
     max_documents: int = 1000
     max_body_bytes: int = 5_000_000

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from scoring.scorer import Scored
 from serving.ingress import create_app
 from state.registry import Registry
 from state.settings import Settings
@@ -22,15 +23,22 @@ class WordOverlap:
     """A Scorer: the share of query words in each document; `broken` model ids raise like a failed load."""
 
     def __init__(self, broken: tuple[str, ...] = ()):
-        self.broken, self.calls = broken, []
+        self.broken, self.calls, self.caps, self.warmed = broken, [], [], []
 
-    async def score(self, model_id: str, query: str, documents: list[str]) -> tuple[np.ndarray, int]:
+    async def score(self, model_id: str, query: str, documents: list[str],
+                    max_tokens_per_doc: int | None = None) -> Scored:
         self.calls.append(model_id)
+        self.caps.append(max_tokens_per_doc)
         if model_id in self.broken:
             raise RuntimeError(f"{model_id} failed to load: broken on purpose")
         q = set(query.lower().rstrip("?").split())
         words = [set(d.lower().rstrip(".").split()) for d in documents]
-        return np.array([len(q & w) / len(q) for w in words], dtype=np.float32), 0
+        return Scored(np.array([len(q & w) / len(q) for w in words], dtype=np.float32), 0, len(documents))
+
+    async def warm(self, model_id: str) -> None:
+        self.warmed.append(model_id)
+        if model_id in self.broken:
+            raise RuntimeError(f"{model_id} failed to load: broken on purpose")
 
 
 def publish_fake(reg: Registry, domain: str, split: float | None) -> str:
@@ -77,6 +85,14 @@ def test_every_alias_ranks_and_maps_indices(client, path):
     assert len(body["results"]) == 2 and body["meta"]["documents"] == 3
 
 
+def test_max_tokens_per_doc_reaches_the_scorer(client, app_parts):
+    _, scorer = app_parts
+    body = rerank(client, max_tokens_per_doc=300).json()
+    rerank(client)
+    assert scorer.caps[-2:] == [300, None]  # None: the scorer's own default (RERANKER_DOC_TOKENS)
+    assert body["meta"]["windows"] == 3 and body["meta"]["truncated_documents"] == 0
+
+
 def test_domain_precedence_query_over_body_over_default(client):
     assert rerank(client).json()["domain"] == "default"
     assert rerank(client, domain="medical").json()["domain"] == "medical"
@@ -118,6 +134,8 @@ def test_a_domain_model_that_fails_falls_back_to_the_base(client):
     ("/rerank", {"query": "q", "documents": ["a", 5]}, "documents.1"),
     ("/rerank", {"query": "q", "documents": ["a"] * 6}, "documents"),
     ("/rerank", {"query": "q", "documents": ["a"], "top_n": 0}, "top_n"),
+    ("/rerank", {"query": "q", "documents": ["a"], "max_tokens_per_doc": 0}, "max_tokens_per_doc"),
+    ("/rerank", {"query": "q", "documents": ["a"], "max_tokens_per_doc": 10**6}, "max_tokens_per_doc"),
     ("/rerank", {"query": "q", "documents": ["a"], "domain": "../etc"}, "domain"),
     ("/rerank?domain=Bad!", {"query": "q", "documents": ["a"]}, "domain"),
 ])
@@ -172,3 +190,23 @@ def test_every_answer_is_logged_once_and_feedback_finds_it(app_parts):
         assert store.count_impressions("legal") == 5 and store.count_clicks("legal") == 1
     finally:
         store.close()
+
+
+def test_promote_loads_the_version_in_the_pool_before_the_registry_flips(app_parts):
+    settings, scorer = app_parts
+    reg = Registry(settings.registry_root)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for _ in range(2):  # legal@v2 (good) and legal@v3 (its load fails in the pool)
+        staged = reg.stage("legal")
+        (staged / "model.onnx").write_bytes(b"fake")
+        reg.publish("legal", staged, {"kind": "bi-encoder"})
+    scorer.broken = ("legal@v3",)
+    with TestClient(create_app(settings, scorer)) as c:
+        r = c.post("/v1/domains/legal/promote", json={"version": "v2"}, headers=auth)
+        assert r.status_code == 200 and r.json()["active"] == "v2", r.text
+        assert scorer.warmed == ["legal@v2"]
+        assert rerank(c, "/rerank?domain=legal").json()["model"] == "legal@v2"  # no stale cache in this replica
+        r = c.post("/v1/domains/legal/promote", json={"version": "3"}, headers=auth)
+        assert r.status_code == 409 and "legal@v3" in r.json()["error"] and "broken on purpose" in r.json()["error"]
+        assert reg.active_version("legal") == "v2"
+        assert c.post("/v1/domains/legal/promote", json={"version": "9"}, headers=auth).status_code == 404

@@ -58,12 +58,24 @@ def test_top_n_return_documents_and_index_mapping(service):
     assert sorted(x["index"] for x in full) == [0, 1, 2]
 
 
-def test_over_long_documents_are_truncated_and_counted(service):
-    long_doc = "Paris is the capital of France. " + "Filler words about nothing at all. " * 400
+FILLER = "The committee discussed the budget for the next fiscal year and agreed on procedural matters. "
+
+
+def test_a_relevant_sentence_deep_in_a_long_document_counts(service):
+    """Evidence after token 256 (the model's window) lifts its document above short unrelated ones."""
+    deep = FILLER * 25 + PARIS + " " + FILLER * 5  # ~450 tokens of filler before the answer
+    docs = [UNRELATED[0], FILLER * 30, deep, UNRELATED[1]]
     with service.client() as c:
-        r = post(c, "/rerank", {"query": "capital of France", "documents": [long_doc, "short", long_doc]})
+        r = post(c, "/rerank", {"query": "What is the capital of France?", "documents": docs})
+        cut = post(c, "/rerank", {"query": "What is the capital of France?", "documents": docs,
+                                  "max_tokens_per_doc": 200})
     assert r.status_code == 200, r.text
-    assert r.json()["meta"]["truncated_documents"] == 2
+    body = r.json()
+    assert body["results"][0]["index"] == 2, body["results"]
+    assert body["meta"]["windows"] > len(docs) and body["meta"]["truncated_documents"] == 0
+    # capped before the answer: the same document is cut, counted, and no longer wins
+    assert cut.json()["meta"]["truncated_documents"] == 2
+    assert cut.json()["results"][0]["index"] != 2
 
 
 @pytest.mark.parametrize("body,field", [

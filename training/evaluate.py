@@ -13,30 +13,41 @@ if TYPE_CHECKING:
 Scorer = Callable[[str, list[str]], np.ndarray]  # (query, passages) -> scores
 
 
-def torch_scorer(model: object, kind: str, batch_size: int = 32) -> Scorer:
+def torch_scorer(model: object, kind: str, max_length: int = 256, doc_tokens: int = 4096,
+                 batch_size: int = 32) -> Scorer:
+    """A sentence-transformers model, scored over the same windows serving scores (scoring/windows.py):
+    a long passage's score is its best window's, so evaluation and the gate measure what is served."""
+    from scoring.windows import Windower, aggregate
+
+    windows = Windower(model.tokenizer.backend_tokenizer, kind, max_length)  # type: ignore[attr-defined]
     if kind == "cross-encoder":
         def score(query: str, docs: list[str]) -> np.ndarray:
-            return np.asarray(model.predict([(query, d) for d in docs], batch_size=batch_size,  # type: ignore[attr-defined]
-                                            show_progress_bar=False), dtype=np.float32).reshape(len(docs), -1)[:, 0]
+            texts, owner, _ = windows.texts(query, docs, doc_tokens)
+            per = np.asarray(model.predict([(query, t) for t in texts], batch_size=batch_size,  # type: ignore[attr-defined]
+                                           show_progress_bar=False), dtype=np.float32).reshape(len(texts), -1)[:, 0]
+            return aggregate(per, owner, len(docs))
         return score
     cache: dict[str, np.ndarray] = {}
 
     def score_bi(query: str, docs: list[str]) -> np.ndarray:
-        new = [d for d in dict.fromkeys(docs) if d not in cache]  # each passage is embedded once per run
+        texts, owner, _ = windows.texts(query, docs, doc_tokens)
+        new = [t for t in dict.fromkeys(texts) if t not in cache]  # each window is embedded once per run
         if new:
-            for d, e in zip(new, model.encode(new, batch_size=batch_size, normalize_embeddings=True,  # type: ignore[attr-defined]
+            for t, e in zip(new, model.encode(new, batch_size=batch_size, normalize_embeddings=True,  # type: ignore[attr-defined]
                                               show_progress_bar=False)):
-                cache[d] = e
+                cache[t] = e
         q = model.encode([query], normalize_embeddings=True, show_progress_bar=False)[0]  # type: ignore[attr-defined]
-        return np.stack([cache[d] for d in docs]) @ q
+        return aggregate((np.stack([cache[t] for t in texts]) @ q).astype(np.float32), owner, len(docs))
     return score_bi
 
 
-def version_scorer(version_dir: str, threads: int = 1, engine: Engine = "onnxruntime") -> Scorer:
-    """A published version, scored as served (torch-free)."""
+def version_scorer(version_dir: str, threads: int = 1, engine: Engine = "onnxruntime", max_length: int = 256,
+                   doc_tokens: int = 4096) -> Scorer:
+    """A published version, scored as served (torch-free, windows included)."""
     from scoring.scorer import VersionScorer
 
-    scorer = VersionScorer(version_dir, threads=threads, engine=engine)
+    scorer = VersionScorer(version_dir, threads=threads, engine=engine, max_length=max_length,
+                           doc_tokens=doc_tokens)
     return lambda q, docs: scorer.score(q, docs).scores
 
 

@@ -190,13 +190,16 @@ def fine_tune(data: Prepared, cfg: TrainConfig, rep: Reporter) -> tuple[Any, str
     return model, kind, time.time() - t0
 
 
-def evaluate(data: Prepared, model: Any, kind: str, cfg: TrainConfig, spec: DataSpec, rep: Reporter) -> dict:
+def evaluate(data: Prepared, model: Any, kind: str, cfg: TrainConfig, spec: DataSpec, settings: Settings,
+             rep: Reporter) -> dict:
     """bm25, base and candidate on the same held-out candidates."""
     rep.stage("evaluate")
     base = load(data.source, cfg.max_length)
-    metrics = evaluate_systems({"bm25": None, "base": torch_scorer(base, data.source.kind),
-                                "candidate": torch_scorer(model, kind)}, data.queries, data.qrels, data.candidates,
-                               data.corpus, cfg.eval_k, progress=lambda name, d, t: rep.progress(d, t))
+    windows = {"max_length": cfg.max_length, "doc_tokens": settings.doc_tokens}  # as served
+    systems = {"bm25": None, "base": torch_scorer(base, data.source.kind, **windows),
+               "candidate": torch_scorer(model, kind, **windows)}
+    metrics = evaluate_systems(systems, data.queries, data.qrels, data.candidates, data.corpus, cfg.eval_k,
+                               progress=lambda name, d, t: rep.progress(d, t))
     metrics["eval"] = {"queries": len(data.queries), "k": cfg.eval_k,
                        "split": spec.eval_split or f"dev {cfg.dev_fraction:.0%} of training queries (seed {cfg.seed})"}
     metrics["train_pairs"] = len(data.train)
@@ -241,7 +244,7 @@ def run(domain: str, spec: DataSpec, cfg: TrainConfig, settings: Settings, *,
     t_start = time.time()
     data = prepare(domain, spec, cfg, settings, rep)
     model, kind, train_s = fine_tune(data, cfg, rep)
-    metrics = evaluate(data, model, kind, cfg, spec, rep) | {"train_seconds": round(train_s, 1)}
+    metrics = evaluate(data, model, kind, cfg, spec, settings, rep) | {"train_seconds": round(train_s, 1)}
     rep.update(metrics=metrics)
     quality = G.quality_gate(metrics["base"]["ndcg@10"], metrics["candidate"]["ndcg@10"], cfg.min_gain)
     rep.update(gates=[quality])

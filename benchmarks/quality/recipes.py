@@ -52,7 +52,9 @@ def main() -> None:
     base.max_seq_length = cfg.max_length
     queries = {q: data.queries[q] for q in dev_q}
     cands = index.search(queries, cfg.eval_k)
-    res = evaluate_systems({"bm25": None, "base": torch_scorer(base, "bi-encoder"), "cand": torch_scorer(model, kind)},
+    systems = {"bm25": None, "base": torch_scorer(base, "bi-encoder", cfg.max_length),
+               "cand": torch_scorer(model, kind, cfg.max_length)}
+    res = evaluate_systems(systems,
                            queries, {q: data.qrels[q] for q in dev_q}, cands, data.corpus, cfg.eval_k)
     print(json.dumps({"recipe": a.recipe, "overrides": over, "train_queries": len(train_q), "dev_queries": len(dev_q),
                       "pairs": len(examples), "negatives": nstats, "train_s": round(train_s, 1),

@@ -13,8 +13,8 @@ from serving.auth import require_admin
 from serving.protocol import (ActiveVersion, Deleted, DomainConfigUpdate, DomainInfo, DomainList, DomainPath,
                               PromoteRequest, Published, errors)
 from serving.upload import UnsafeArchive, extract_version_archive
-from state.ids import model_id
-from state.registry import Registry
+from state.ids import model_id, parse_version, version_name
+from state.registry import Registry, RegistryError
 
 router = APIRouter(prefix="/v1/domains", tags=["models"])
 ADMIN = [Depends(require_admin)]
@@ -66,9 +66,11 @@ async def upload_version(domain: DomainPath, request: Request, activate: bool = 
         except UnsafeArchive as e:
             raise HTTPException(400, f"upload refused: {e}") from e
         try:
-            version = await asyncio.to_thread(reg.publish_dir, domain, root, activate, _check(request))
+            version = await asyncio.to_thread(reg.publish_dir, domain, root, False, _check(request))
         except Exception as e:  # noqa: BLE001 - bad manifest, unloadable graph: the upload's fault
             raise HTTPException(400, f"upload refused: {e}") from e
+    if activate:
+        await _activate(request, domain, version)
     _changed(request, domain)
     return Published(domain=domain, version=version, model_id=model_id(domain, version),
                      status="active" if activate else "candidate")
@@ -77,9 +79,23 @@ async def upload_version(domain: DomainPath, request: Request, activate: bool = 
 @router.post("/{domain}/promote", response_model=ActiveVersion, dependencies=ADMIN,
              responses=errors(401, 403, 404, 409, 422))
 async def promote(domain: DomainPath, body: PromoteRequest, request: Request) -> ActiveVersion:
-    name = await asyncio.to_thread(_registry(request).promote, domain, body.version, _check(request))
-    _changed(request, domain)
+    name = await _activate(request, domain, body.version)
     return ActiveVersion(domain=domain, active=name, model_id=model_id(domain, name))
+
+
+async def _activate(request: Request, domain: str, version: str) -> str:
+    """Load the version in the pool first (that load is its load check), then flip the registry: it
+    compiles once, and the first request after the promote finds it loaded."""
+    reg = _registry(request)
+    name = version_name(parse_version(version))
+    reg.manifest(domain, name)  # 404 for an unknown version
+    try:
+        await request.app.state.service.scorer.warm(model_id(domain, name))
+    except Exception as e:  # noqa: BLE001 - the pool marked it failed; the active version keeps serving
+        raise RegistryError(f"cannot promote {model_id(domain, name)}: {e}") from e
+    name = await asyncio.to_thread(reg.promote, domain, name)  # sha256 verified again under the lock
+    _changed(request, domain)
+    return name
 
 
 @router.post("/{domain}/rollback", response_model=ActiveVersion, dependencies=ADMIN,

@@ -1,0 +1,65 @@
+"""The torch-free scoring leaf on the real base model: windows over long documents, the embedding cache."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scoring.cache import EmbeddingCache
+from scoring.scorer import VersionScorer
+from scoring.windows import aggregate
+
+FILLER = "The committee discussed the budget for the next fiscal year and agreed on procedural matters. "
+DEEP = FILLER * 20 + "Paris is the capital and largest city of France. " + FILLER * 5
+
+
+def test_aggregate_max_and_mean_of_best_two():
+    scores = np.array([0.1, 0.9, 0.5, 0.3], dtype=np.float32)
+    owner = np.array([0, 0, 0, 1])
+    assert aggregate(scores, owner, 2, "max").tolist() == pytest.approx([0.9, 0.3])
+    assert aggregate(scores, owner, 2, "top2").tolist() == pytest.approx([0.7, 0.3])  # one window: itself
+    with pytest.raises(ValueError):
+        aggregate(scores, owner, 2, "mean")
+
+
+def test_long_documents_are_windowed_capped_and_counted(base_version):
+    rt = VersionScorer(base_version, max_length=32, window_overlap=4)
+    docs = ["Paris is the capital of France. " + "word " * 200, "short"]
+    plain = rt.score("capital of France", docs, truncate=True)
+    assert (plain.truncated, plain.windows) == (1, 2)  # truncate: one window each, the long one cut
+    windowed = rt.score("capital of France", docs)
+    assert windowed.truncated == 0 and windowed.windows > 8  # ~210 tokens in windows of ~28
+    capped = rt.score("capital of France", docs, max_tokens_per_doc=50)
+    assert capped.truncated == 1 and 2 < capped.windows < windowed.windows
+    # the same windows as text: what training's torch scorers feed their model
+    texts, owner, cut = rt.windows.texts("capital of France", docs, 50)
+    assert len(texts) == capped.windows and cut == 1 and texts[0].startswith("Paris is the capital")
+    assert list(owner).count(1) == 1 and texts[-1] == "short"
+
+
+def test_evidence_after_the_first_window_counts(base_version):
+    rt = VersionScorer(base_version, engine="openvino")
+    docs = ["Bananas are yellow and rich in potassium.", FILLER * 26, DEEP]
+    windowed = rt.score("What is the capital of France?", docs)
+    first_window = rt.score("What is the capital of France?", docs, truncate=True)
+    assert int(np.argmax(windowed.scores)) == 2
+    assert windowed.scores[2] > first_window.scores[2] + 0.05  # the answer is past the first window
+
+
+def test_embedding_cache_answers_repeats_without_inference_and_stays_bounded(base_version):
+    docs = ["Paris is the capital of France.", "Bananas are yellow.", DEEP]
+    fresh = VersionScorer(base_version, engine="openvino").score("capital of France?", docs)
+    cache = EmbeddingCache(max_bytes=1 << 20)
+    rt = VersionScorer(base_version, engine="openvino", cache=cache)
+    first = rt.score("capital of France?", docs)
+    again = rt.score("what is the capital city of France?", docs[::-1])
+    assert (first.cached, again.cached) == (0, 3)
+    # static int8 is deterministic: a cached passage scores exactly as a fresh one
+    np.testing.assert_allclose(first.scores, fresh.scores, rtol=0, atol=1e-6)
+    assert again.windows == first.windows and cache.stats()["hits"] == 3
+    # another cap or truncation is another entry, never a wrong hit
+    assert rt.score("capital of France?", docs, max_tokens_per_doc=40).cached == 0
+    assert rt.score("capital of France?", docs, truncate=True).cached == 0
+    small = EmbeddingCache(max_bytes=3 * 384 * 4)  # room for three of the four window embeddings
+    rt_small = VersionScorer(base_version, engine="openvino", cache=small)
+    rt_small.score("q", docs)
+    assert small.stats()["bytes"] <= small.max_bytes and small.stats()["entries"] < 3
