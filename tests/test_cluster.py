@@ -79,26 +79,38 @@ def test_rerank_through_the_cluster_logs_to_the_shared_store(cluster):
         store.close()
 
 
+def wait_job(url: str, job_id: str, timeout_s: float = 840) -> dict:
+    """Poll the job over a new connection each time: between polls the proxy may close an idle
+    keep-alive connection, and a reused one can then be reset mid-request."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            rec = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=60).json()
+            if rec["status"] in ("succeeded", "failed", "cancelled"):
+                return rec
+        except httpx.TransportError:
+            rec = {"status": "unknown", "stage": "poll failed"}
+        assert time.time() < deadline, f"job still {rec['status']}/{rec['stage']}"
+        time.sleep(2)
+
+
 @pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/data/scifact")
 def test_training_job_runs_on_the_worker_and_its_promoted_version_serves(cluster):
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    with httpx.Client(base_url=cluster.url, timeout=60) as c:
-        r = c.post(f"/v1/domains/{DOMAIN}/train/reranker", headers=auth,
+    r = httpx.post(f"{cluster.url}/v1/domains/{DOMAIN}/train/reranker", headers=auth, timeout=60,
                    json={"beir": str(SCIFACT), "max_queries": 12, "activate": False, "config": TINY})
-        assert r.status_code == 202, r.text
-        job_id = r.json()["job_id"]
-        deadline = time.time() + 900
-        while (rec := c.get(f"/v1/jobs/{job_id}").json())["status"] not in ("succeeded", "failed", "cancelled"):
-            assert time.time() < deadline, f"job still {rec['status']}/{rec['stage']}"
-            time.sleep(2)
-        assert rec["status"] == "succeeded", rec["error"]
-        assert rec["version"] == f"{DOMAIN}@v1"
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    rec = wait_job(cluster.url, job_id)
+    assert rec["status"] == "succeeded", rec["error"]
+    assert rec["version"] == f"{DOMAIN}@v1"
 
-        # Ray ran the job's task (it reserves RERANKER_TRAIN_NUM_CPUS) on the worker, the only node with CPUs
-        tasks = cluster.tasks(f"train:{job_id}")
-        assert [t["node_id"] for t in tasks] == [cluster.node_with("reranker_pool")]
-        assert tasks[0]["required_resources"].get("CPU") == 1
+    # Ray ran the job's task (it reserves RERANKER_TRAIN_NUM_CPUS) on the worker, the only node with CPUs
+    tasks = cluster.tasks(f"train:{job_id}")
+    assert [t["node_id"] for t in tasks] == [cluster.node_with("reranker_pool")]
+    assert tasks[0]["required_resources"].get("CPU") == 1
 
+    with httpx.Client(base_url=cluster.url, timeout=60) as c:
         # not activated: the base answers until the promote
         assert c.post(f"/rerank?domain={DOMAIN}", json={"query": "q", "documents": ["a", "b"],
                                                          "user_id": "u"}).json()["model"] == "base"
