@@ -48,8 +48,8 @@ def cluster(base_version, tmp_path_factory):
         wait_ready(c.url, timeout_s=300)
         yield c
     finally:
-        stopped = c.stop()
-        assert stopped > 0 and not c.processes(), "the cluster's processes must all be gone"
+        c.stop()
+        assert not c.processes(), "the cluster's processes must all be gone"
         c.remove_files()
 
 
