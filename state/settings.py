@@ -5,6 +5,7 @@ down; child processes (the base-model export, training jobs) rebuild the same ob
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -84,6 +85,17 @@ class Settings(BaseSettings):
     # Graceful stop (serving/main.py, on SIGTERM or SIGINT): new requests get 503 while the ones in
     # flight finish, for at most drain_grace_s; then the deployments stop and impressions flush.
     drain_grace_s: float = Field(20.0, ge=0)
+    # Custom Ray resources each replica asks for (JSON, e.g. '{"reranker_pool": 1}'): on a cluster whose
+    # nodes were started with `ray start --resources`, they pin the pool and the ingress to those nodes.
+    pool_resources: dict[str, float] = Field(default_factory=dict)
+    ingress_resources: dict[str, float] = Field(default_factory=dict)
+    # What a training job reserves on the cluster: Ray places it on a node with these free, so it never
+    # runs on the cores serving reserved. torch uses as many threads as the CPUs reserved.
+    train_num_cpus: float = Field(1.0, gt=0)
+    train_num_gpus: float = Field(0.0, ge=0)
+    train_resources: dict[str, float] = Field(default_factory=dict)
+    # Ray's job server (http://HEAD:8265): training jobs are submitted there instead of run as Ray tasks
+    ray_jobs_address: str | None = None
     registry_cache_ttl_s: float = 1.0
 
     admin_token: str | None = None
@@ -125,5 +137,6 @@ class Settings(BaseSettings):
         out = {}
         for name, value in self.model_dump(exclude_unset=False).items():
             if value is not None:
-                out[f"RERANKER_{name.upper()}"] = str(value)
+                # containers as JSON: the form pydantic-settings parses back
+                out[f"RERANKER_{name.upper()}"] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
         return out
