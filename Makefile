@@ -19,13 +19,12 @@ $(BIN)/reranker: pyproject.toml
 
 venv: $(BIN)/reranker
 
-# SIGINT is serve run's graceful stop (impressions flushed). A script's `make serve &` starts it with
-# SIGINT ignored (bash does so for background jobs), so the default is restored before exec'ing serve.
+# serving.main deploys serve_config.yaml as `serve run` does and stops gracefully on SIGTERM or SIGINT
+# (drain: new requests 503, requests in flight finish, impressions flushed; README "Stopping").
 serve: venv
 	@mkdir -p $${RERANKER_HOME:-var}
 	sed "s/port: 8000/port: $(RERANKER_PORT)/" serve_config.yaml > $${RERANKER_HOME:-var}/serve_config.yaml
-	exec $(BIN)/python -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); \
-	os.execv(sys.argv[1], sys.argv[1:])' $(BIN)/serve run $${RERANKER_HOME:-var}/serve_config.yaml
+	exec $(BIN)/python -m serving.main $${RERANKER_HOME:-var}/serve_config.yaml
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -2,24 +2,26 @@
 keys, and a click (POST /v1/feedback) after some responses. Run through benchmarks/load.py.
 
 Environment: BENCH_DOMAINS (comma list, default scifact,medical,legal), BENCH_FEEDBACK (share of
-responses that get a click, default 0.1).
+responses that get a click, default 0.1), BENCH_RPS_PER_USER (a fixed request rate per user, as
+benchmarks/soak.py sets it; "max": no pause at all; default: a random 0.2-1.0 s pause).
 """
 from __future__ import annotations
 
 import os
 import random
 
-from locust import HttpUser, between, task
+from locust import HttpUser, between, constant, constant_throughput, task
 
 from benchmarks.data import scifact_requests
 
 REQUESTS = scifact_requests(int(os.environ.get("BENCH_QUERIES", "100")))
 DOMAINS = os.environ.get("BENCH_DOMAINS", "scifact,medical,legal").split(",")
 FEEDBACK = float(os.environ.get("BENCH_FEEDBACK", "0.1"))
+RATE = os.environ.get("BENCH_RPS_PER_USER")
 
 
 class RagBackend(HttpUser):
-    wait_time = between(0.2, 1.0)
+    wait_time = between(0.2, 1.0) if not RATE else constant(0) if RATE == "max" else constant_throughput(float(RATE))
 
     def on_start(self) -> None:
         self.user_id = f"user-{random.randrange(10**6)}"

@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -68,6 +69,35 @@ def service(url: str | None, port: int, home: Path | None = None) -> Iterator[st
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def own_service_args(ap: argparse.ArgumentParser, out: Path, argv: list[str] | None) -> argparse.Namespace:
+    """Parse the arguments of a benchmark that runs its own service, adding --port (default: a free
+    one), --cache (benchmarks.latency's models) and --out."""
+    ap.add_argument("--port", type=int, default=0, help="default: a free port")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "reranker-bench-latency")
+    ap.add_argument("--out", type=Path, default=out)
+    args = ap.parse_args(argv)
+    args.port = args.port or free_port()
+    return args
+
+
+def fresh_home(prefix: str) -> Path:
+    """A new RERANKER_HOME; BENCH_BASE_DIR (an exported base version dir) is copied in, so the service
+    does not export the base model again."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    if os.environ.get("BENCH_BASE_DIR"):
+        import shutil
+
+        base = Path(os.environ["BENCH_BASE_DIR"])
+        shutil.copytree(base, home / "models" / "_base" / base.name)
+    return home
 
 
 def publish(url: str, domain: str, version_dir: Path, activate: bool) -> str:

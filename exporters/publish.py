@@ -1,7 +1,6 @@
 """Export a model straight into the registry: stage, build, publish (or clean up on failure)."""
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 from exporters.build import Progress, build_version, no_progress
@@ -18,5 +17,5 @@ def export_and_publish(registry: Registry, domain: str, source: str, settings: S
                                  openvino=settings.builds_openvino, progress=progress)
         version = registry.publish(domain, staged, manifest, activate=activate)
     finally:
-        shutil.rmtree(staged, ignore_errors=True)  # gone after publish (renamed); left only on failure
+        registry.unstage(domain, staged)  # gone after publish (renamed); left only on failure
     return version, registry.manifest(domain, version)

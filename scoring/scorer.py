@@ -13,13 +13,14 @@ import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from scoring.cache import EmbeddingCache, text_key
 from scoring.engines import OnnxRuntimeEngine, OpenVinoEngine
-from scoring.files import FUSION, LEXICAL_STATS, MANIFEST, MODEL_ONNX, OPENVINO_XML, TOKENIZER, Engine
+from scoring.files import FUSION, LEXICAL_STATS, MANIFEST, MODEL_ONNX, OPENVINO_BIN, OPENVINO_XML, TOKENIZER, Engine
 from scoring.fusion import Fusion, LexicalPart, LocalLexical, fuse
 from scoring.lexical import LexicalStats
 from scoring.windows import Windower, aggregate
@@ -34,6 +35,23 @@ class Scored:
     windows: int = 0  # windows of every document (model inputs, cached ones included)
     cached: int = 0  # documents answered from the embedding cache (bi-encoders)
     fused: bool = False  # scores are sigmoid(z-sum of neural and lexical) (scoring/fusion.py)
+
+
+class TooManyTokens(ValueError):
+    """A request whose windows hold more tokens than the per-request bound; raised after tokenization,
+    before any inference."""
+
+    def __init__(self, tokens: int, windows: int, bound: int):
+        super().__init__(tokens, windows, bound)  # args: so it pickles across processes
+        self.tokens, self.windows, self.bound = tokens, windows, bound
+
+    def __str__(self) -> str:
+        return (f"{self.tokens} tokens in {self.windows} windows (every window of every document, query "
+                f"included) over the per-request bound of {self.bound}")
+
+
+class Stopped(RuntimeError):
+    """Scoring abandoned between batches: the request's deadline passed or it was cancelled."""
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -110,10 +128,12 @@ class VersionScorer:
                     feed["token_type_ids"][row, :n] = e.type_ids
             yield idx, feed
 
-    def _run(self, encs: list[Encoding]) -> np.ndarray:
-        """Outputs in input order."""
+    def _run(self, encs: list[Encoding], stop: Callable[[], bool] | None = None) -> np.ndarray:
+        """Outputs in input order. `stop()` is asked before each batch: True abandons the request."""
         outs: list[np.ndarray] = [None] * len(encs)  # type: ignore[list-item]
         for idx, feed in self._batches(encs):
+            if stop is not None and stop():
+                raise Stopped("scoring stopped: deadline passed or request cancelled")
             out = self._infer(feed)
             for row, i in enumerate(idx):
                 outs[i] = out[row]
@@ -126,13 +146,16 @@ class VersionScorer:
 
     # -- scoring --------------------------------------------------------------------------------
     def score(self, query: str, documents: list[str], max_tokens_per_doc: int | None = None,
-              truncate: bool = False) -> Scored:
+              truncate: bool = False, max_total_tokens: int | None = None,
+              stop: Callable[[], bool] | None = None) -> Scored:
         """max_tokens_per_doc: this request's per-document token cap (default: doc_tokens).
-        truncate: score only each document's first window, as a plain truncating reranker does."""
+        truncate: score only each document's first window, as a plain truncating reranker does.
+        max_total_tokens: refuse (TooManyTokens) a request whose model inputs hold more tokens.
+        stop: asked between batches; True raises Stopped (a deadline or a cancelled request)."""
         if not documents:
             return Scored(np.zeros(0, dtype=np.float32), 0, 0)
         cap = max_tokens_per_doc or self.doc_tokens
-        neural = self.score_neural(query, documents, cap, truncate)
+        neural = self.score_neural(query, documents, cap, truncate, max_total_tokens, stop)
         lexical = self.lexical_part(query, documents, cap, truncate)
         if lexical is None:
             return neural
@@ -148,24 +171,30 @@ class VersionScorer:
         texts, _ = self.windows.cap_documents(documents, self.max_length if truncate else cap)
         return self.lexical(query, texts)
 
-    def score_neural(self, query: str, documents: list[str], cap: int, truncate: bool = False) -> Scored:
+    def score_neural(self, query: str, documents: list[str], cap: int, truncate: bool = False,
+                     max_total_tokens: int | None = None, stop: Callable[[], bool] | None = None) -> Scored:
         """The neural part alone (sigmoid(logit) or (cosine + 1) / 2), max over windows."""
         if self.kind == "bi-encoder":
-            return self._score_bi_encoder(query, documents, cap, truncate)
+            return self._score_bi_encoder(query, documents, cap, truncate, max_total_tokens, stop)
         _, w = self.windows.encode(query, documents, cap, first_only=truncate)
-        logits = self._run(w.encodings).reshape(len(w.encodings), -1)[:, 0]
+        _within_bound(w.encodings, len(w.encodings), max_total_tokens)
+        logits = self._run(w.encodings, stop).reshape(len(w.encodings), -1)[:, 0]
         per_window = sigmoid(logits) if self.activation == "sigmoid" else logits
         scores = aggregate(per_window.astype(np.float32), w.owner, len(documents), self.window_aggregate)
         return Scored(scores, w.truncated, len(w.encodings))
 
-    def _score_bi_encoder(self, query: str, documents: list[str], cap: int, truncate: bool) -> Scored:
-        """(cos(query, window) + 1) / 2 per window; passage windows come from the cache when it has them."""
+    def _score_bi_encoder(self, query: str, documents: list[str], cap: int, truncate: bool,
+                          max_total_tokens: int | None, stop: Callable[[], bool] | None) -> Scored:
+        """(cos(query, window) + 1) / 2 per window; passage windows come from the cache when it has them
+        (the token bound counts only what runs through the model)."""
         setting = (str(self.dir), self.max_length, self.windows.overlap, cap, truncate)
         keys = [(setting, text_key(d)) for d in documents] if self.cache is not None else []
         entries = [self.cache.get(k) for k in keys] if keys else [None] * len(documents)
         missing = [i for i, e in enumerate(entries) if e is None]
         query_enc, w = self.windows.encode(query, [documents[i] for i in missing], cap, first_only=truncate)
-        emb = self._run([query_enc, *w.encodings]).astype(np.float32)
+        inputs = [query_enc, *w.encodings]
+        _within_bound(inputs, len(w.encodings), max_total_tokens)
+        emb = self._run(inputs, stop).astype(np.float32)
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         for j, i in enumerate(missing):
             entries[i] = (emb[1:][w.owner == j], bool(w.cut[j]))
@@ -177,7 +206,41 @@ class VersionScorer:
         return Scored(scores, sum(e[1] for e in entries), len(owner), len(documents) - len(missing))
 
 
+def _within_bound(inputs: list[Encoding], windows: int, bound: int | None) -> None:
+    """The per-request token bound, over every model input of the request (before any inference)."""
+    if bound is not None:
+        tokens = sum(len(e.ids) for e in inputs)
+        if tokens > bound:
+            raise TooManyTokens(tokens, windows, bound)
+
+
 def load_check(version_dir: Path | str, engine: Engine) -> None:
     """A version must load and score with the engine that will serve it before it may serve; raises
     on any problem (the other engine's files are covered by the registry's sha256 check)."""
+    # two documents: a hybrid version's lexical part and fusion run too
     VersionScorer(version_dir, threads=1, engine=engine).score("check", ["check", "a second check"])
+
+
+def shipped_engines(version_dir: Path | str) -> list[Engine]:
+    """The engines a version directory ships files for: onnxruntime always (`model.onnx`), OpenVINO
+    when its xml/bin pair is there; half a pair is an error, not a silent fallback."""
+    d = Path(version_dir)
+    engines: list[Engine] = ["onnxruntime"]
+    has_xml, has_bin = (d / OPENVINO_XML).is_file(), (d / OPENVINO_BIN).is_file()
+    if has_xml != has_bin:
+        present, absent = (OPENVINO_XML, OPENVINO_BIN) if has_xml else (OPENVINO_BIN, OPENVINO_XML)
+        raise ValueError(f"{present} is there without {absent}")
+    if has_xml:
+        engines.append("openvino")
+    return engines
+
+
+def load_check_shipped(version_dir: Path | str) -> None:
+    """Every engine file a version ships must load and score, whichever engine serves today: a switch
+    of RERANKER_ENGINE must never reach an unchecked model."""
+    for engine in shipped_engines(version_dir):
+        try:
+            load_check(version_dir, engine)
+        except Exception as e:  # noqa: BLE001 - name the file that failed
+            name = OPENVINO_XML if engine == "openvino" else MODEL_ONNX
+            raise ValueError(f"{name} does not load with {engine}: {e}") from e

@@ -42,8 +42,21 @@ def build_app(args: dict) -> Application:
 def compose(settings: Settings) -> Application:
     settings.home.mkdir(parents=True, exist_ok=True)
     runtime_env = {"env_vars": {"HF_HUB_OFFLINE": "1"}}
-    pool = pool_deployment(settings).options(
-        ray_actor_options={"num_cpus": settings.pool_num_cpus, "runtime_env": runtime_env}
-    ).bind(settings, str(base_dir(settings)))
+    pool = pool_deployment(settings).options(ray_actor_options=actor_options(
+        settings.pool_num_cpus, settings.pool_resources, runtime_env)).bind(settings, str(base_dir(settings)))
+    # Beyond max_queued_requests waiting at the HTTP proxy, Serve itself answers 503 + Retry-After.
     return Ingress.options(num_replicas=settings.ingress_replicas,
-                           ray_actor_options={"num_cpus": 0, "runtime_env": runtime_env}).bind(settings, pool)
+                           max_ongoing_requests=settings.ingress_max_ongoing_requests,
+                           max_queued_requests=settings.ingress_max_queued_requests,
+                           backpressure_config={"retry_after_s": settings.retry_after_s},
+                           ray_actor_options=actor_options(0, settings.ingress_resources, runtime_env)
+                           ).bind(settings, pool)
+
+
+def actor_options(num_cpus: float, resources: dict[str, float], runtime_env: dict) -> dict:
+    """A deployment's ray_actor_options; custom resources (RERANKER_POOL_RESOURCES, ...) pin it to the
+    cluster nodes started with them."""
+    options = {"num_cpus": num_cpus, "runtime_env": runtime_env}
+    if resources:
+        options["resources"] = dict(resources)
+    return options

@@ -9,11 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from scoring.scorer import TooManyTokens
+from serving.overload import Unavailable
+from serving.protocol import ErrorBody
 from serving.rerank_service import BadRequest
 from state.ids import InvalidId
 from state.registry import NotFound, RegistryError
@@ -88,6 +91,16 @@ def install(app: FastAPI) -> None:
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
         return error_response(404, str(exc))
 
+    @app.exception_handler(TooManyTokens)
+    async def _too_many_tokens(request: Request, exc: TooManyTokens) -> JSONResponse:
+        message = (f"{exc} (RERANKER_MAX_REQUEST_TOKENS): send fewer or shorter documents, "
+                   f"or a lower max_tokens_per_doc")
+        return error_response(413, f"documents: {message}", [{"field": "documents", "message": message}])
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        return unavailable(str(exc), exc.retry_after_s)
+
     @app.exception_handler(RegistryError)
     async def _registry(request: Request, exc: RegistryError) -> JSONResponse:
         return error_response(409, str(exc), field="version")
@@ -98,17 +111,25 @@ def install(app: FastAPI) -> None:
         return error_response(500, f"internal error: {type(exc).__name__}", field="server")
 
 
+def unavailable(message: str, retry_after_s: int) -> JSONResponse:
+    """503 with Retry-After: overloaded, deadline passed, replica lost or stopping; try again later."""
+    return error_response(503, message, headers={"Retry-After": str(retry_after_s)})
+
+
 class BodyLimit:
     """ASGI middleware: 413 for bodies over the limit, counted as they stream (Content-Length may lie)."""
 
-    def __init__(self, app: Any, max_bytes: int, upload_max_bytes: int, upload_suffix: str = "/versions"):
+    def __init__(self, app: Any, max_bytes: int, upload_max_bytes: int, upload_suffix: str = "/versions",
+                 more_limits: dict[str, int] | None = None):
         self.app, self.max_bytes, self.upload_max = app, max_bytes, upload_max_bytes
         self.upload_suffix = upload_suffix
+        self.more_limits = more_limits or {}  # path suffix -> its own limit (e.g. training data uploads)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = self.upload_max if scope["path"].endswith(self.upload_suffix) else self.max_bytes
+        limit = next((v for suffix, v in self.more_limits.items() if scope["path"].endswith(suffix)), limit)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -121,7 +142,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge()
+                    raise _TooLarge(limit)
             return message
 
         try:
@@ -130,9 +151,53 @@ class BodyLimit:
             await _too_large(send, limit)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """An HTTPException so that FastAPI's body parsing passes it on (it turns other errors into a 400)."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body over the {limit} byte limit")
 
 
 async def _too_large(send: Any, limit: int) -> None:
     await error_response(413, f"request body over the {limit} byte limit", field="body")({"type": "http"}, None, send)
+
+
+# ---- OpenAPI: the errors every operation can answer ---------------------------------------------
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+_GENERIC = {400: "Malformed JSON body", 413: "Request body over the size limit",
+            422: "Invalid parameter or body field (named in `detail`)"}
+
+
+def document(app: FastAPI) -> None:
+    """Make the OpenAPI spec declare what the handlers above really answer, for every operation
+    (those of routers added later too): ErrorBody instead of FastAPI's default 422 shape, and 400,
+    413 and 422 wherever there is a request body, 422 wherever there are parameters. Read from the
+    generated spec, not the routes: routes declare their own other codes with `protocol.errors()`."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        for path_item in schema.get("paths", {}).values():
+            for op in path_item.values():
+                if not isinstance(op, dict) or "responses" not in op:
+                    continue
+                codes = ({400, 413, 422} if "requestBody" in op else set()) | ({422} if op.get("parameters") else set())
+                responses = op["responses"]
+                for code in sorted(codes):
+                    responses.setdefault(str(code), {"description": _GENERIC[code], "content": _ERROR_CONTENT})
+                for resp in responses.values():
+                    if "HTTPValidationError" in str(resp.get("content")):
+                        resp["content"] = _ERROR_CONTENT
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 shape, never answered
+            schemas.pop(name, None)
+        if "ErrorBody" not in schemas:
+            body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(body.pop("$defs", {}))
+            schemas["ErrorBody"] = body
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -2,10 +2,12 @@
 
 `log()` only enqueues (microseconds) so /rerank never waits for the database; a background
 task writes batches (up to `max_batch` events or `max_delay_s` old) in a worker thread.
-Nothing is dropped silently: a batch the store refuses is retried, and an event that still
-cannot be stored (or does not fit in the queue) is counted in
-`reranker_events_failed_total{reason}`, logged, and appended to the spill file (state/spill.py)
-from which `reranker events replay` stores it later.
+Nothing is dropped silently, and one bad event never costs the others: a batch the database
+refuses is written row by row (Store.add_impressions_each) and only a row it still refuses is
+quarantined (`reason="rejected"`, the quarantine file). While the database is unavailable a batch
+is retried, then spilled: every event that cannot be stored (or does not fit in the queue) is
+counted in `reranker_events_failed_total{reason}`, logged, and appended to the spill file
+(state/spill.py) from which `reranker events replay` stores it later.
 """
 from __future__ import annotations
 
@@ -30,13 +32,15 @@ EVENTS_PENDING = Gauge("reranker_events_pending", "Impression events queued, not
 
 class EventLogger:
     def __init__(self, store: Store, max_batch: int = 256, max_delay_s: float = 0.2,
-                 max_queue: int = 100_000, retries: int = 3, spill_path: Path | str | None = None):
+                 max_queue: int = 100_000, retries: int = 3, spill_path: Path | str | None = None,
+                 quarantine_path: Path | str | None = None):
         self.store = store
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self.max_queue = max_queue
         self.retries = retries
         self.spill_path = Path(spill_path) if spill_path else None
+        self.quarantine_path = Path(quarantine_path) if quarantine_path else None
         self._queue: asyncio.Queue[ImpressionEvent] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
@@ -118,11 +122,13 @@ class EventLogger:
         try:
             for attempt in range(self.retries + 1):
                 try:
-                    await asyncio.to_thread(self.store.add_impressions, batch)
-                    self.stored += len(batch)
-                    EVENTS_STORED.inc(len(batch))
+                    _, refused = await asyncio.to_thread(self.store.add_impressions_each, batch)
+                    self.stored += len(batch) - len(refused)
+                    EVENTS_STORED.inc(len(batch) - len(refused))
+                    if refused:
+                        self._reject(refused)
                     return
-                except Exception as e:  # noqa: BLE001 - any store error: retry, then count
+                except Exception as e:  # noqa: BLE001 - the store is unavailable (or failed oddly): retry, then spill
                     if attempt == self.retries:
                         log.error("could not store %d impression events: %s", len(batch), e)
                         self._fail(batch, "store_error")
@@ -144,6 +150,18 @@ class EventLogger:
             spill.append(self.spill_path, events)
         except OSError as err:
             log.error("could not spill %d impression events to %s: %s", len(events), self.spill_path, err)
+
+    def _reject(self, refused: list[tuple[ImpressionEvent, str]]) -> None:
+        """Rows the database refuses while it accepts their batch mates: quarantined, never retried."""
+        self.failed += len(refused)
+        EVENTS_FAILED.labels(reason="rejected").inc(len(refused))
+        log.error("the store refused %d impression events (quarantined): %s", len(refused), refused[0][1][:300])
+        if self.quarantine_path is None:
+            return
+        try:
+            spill.quarantine(self.quarantine_path, [(e.to_dict(), reason) for e, reason in refused])
+        except OSError as err:
+            log.error("could not quarantine %d impression events: %s", len(refused), err)
 
     # ---- lifecycle ---------------------------------------------------------------
     async def flush(self) -> None:
@@ -184,7 +202,7 @@ def install(app: Any, settings: Any) -> EventLogger:
     stores every queued impression (Serve runs ASGI shutdown on replica stop). The logger starts
     itself on the first log() inside the serving event loop."""
     store = Store(settings.database_url)
-    events = EventLogger(store, spill_path=settings.spill_path)
+    events = EventLogger(store, spill_path=settings.spill_path, quarantine_path=settings.quarantine_path)
     app.state.store, app.state.events = store, events
 
     async def _drain() -> None:

@@ -1,11 +1,17 @@
 """The app on a private local Ray, bound to loopback: what the tests and benchmarks start.
 
-`make serve` uses `serve run serve_config.yaml` instead; both deploy `serving.app.compose(settings)`.
+`start` deploys `serving.app.compose(settings)` in this process; `start_runner` runs what `make serve`
+runs (`python -m serving.main` on serve_config.yaml) as a child process with its own local Ray, for
+tests and benchmarks that stop it or kill its replicas.
 """
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -55,3 +61,35 @@ def wait_ready(url: str, timeout_s: float = 600, proc: subprocess.Popen | None =
             pass
         time.sleep(1)
     raise TimeoutError(f"{url} not ready in {timeout_s} s")
+
+
+SERVE_CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
+
+
+def start_runner(home: Path, port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m serving.main` on 127.0.0.1:port (serve_config.yaml with the port replaced, as `make
+    serve` does), on a new local Ray without dashboard; output in home/serve.log. Not waited for:
+    see wait_ready."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "serve_config.yaml"
+    config.write_text(re.sub(r"port: 8000\b", f"port: {port}", SERVE_CONFIG.read_text()))
+    env = {**os.environ, "RERANKER_HOME": str(home), "RAY_ADDRESS": "local", "HF_HUB_OFFLINE": "1",
+           "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+    with open(home / "serve.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "serving.main", str(config), "--no-dashboard"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, cwd=SERVE_CONFIG.parent)
+
+
+def replica_pids(runner_pid: int, deployment: str) -> list[int]:
+    """Pids of the deployment's replica processes under one runner (Ray titles them
+    `ray::ServeReplica:<app>:<deployment>`); only that runner's descendants, never another Ray's."""
+    import psutil
+
+    out = []
+    for p in psutil.Process(runner_pid).children(recursive=True):
+        try:
+            if f"ServeReplica:{APP_NAME}:{deployment}" in " ".join(p.cmdline()):
+                out.append(p.pid)
+        except psutil.Error:
+            pass
+    return out

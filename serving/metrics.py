@@ -1,9 +1,19 @@
-"""Prometheus metrics of the ingress, served at GET /metrics."""
+"""Prometheus metrics of the ingress, served at GET /metrics.
+
+Label values are bounded and always valid text: a domain is labelled by its id only when it is
+registered (or the default domain); any other valid id counts as `_other`, anything else as
+`_invalid` (ids never start with "_", so neither can collide with a real domain). One request can
+thus neither add a series per made-up domain nor put an unencodable string into the scrape.
+"""
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
 from serving.protocol import RerankResponse
+from state.ids import InvalidId, validate_domain
+
+OTHER_DOMAIN = "_other"
+INVALID_DOMAIN = "_invalid"
 
 LABELS = ("domain", "variant", "model")
 REQUESTS = Counter("reranker_requests_total", "Rerank requests answered", LABELS)
@@ -14,8 +24,18 @@ DOCUMENTS = Histogram("reranker_documents_per_request", "Documents per rerank re
                       buckets=(1, 5, 10, 20, 50, 100, 200, 500, 1000))
 
 
-def observe(response: RerankResponse, seconds: float, documents: int) -> None:
-    labels = (response.domain, response.variant, response.model)
+def domain_label(domain: object, known: bool) -> str:
+    """The `domain` label for a request: `known` says whether the domain is registered (or the default)."""
+    try:
+        validate_domain(domain)  # type: ignore[arg-type]
+    except InvalidId:
+        return INVALID_DOMAIN
+    return domain if known else OTHER_DOMAIN  # type: ignore[return-value]
+
+
+def observe(response: RerankResponse, seconds: float, documents: int, domain: str) -> None:
+    """One answered rerank; `domain` is its `domain_label`."""
+    labels = (domain, response.variant, response.model)
     REQUESTS.labels(*labels).inc()
     LATENCY.labels(*labels).observe(seconds)
-    DOCUMENTS.labels(response.domain).observe(documents)
+    DOCUMENTS.labels(domain).observe(documents)

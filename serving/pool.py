@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from pathlib import Path
+from typing import Callable
 
 from ray import serve
-from ray.exceptions import RayTaskError
+from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from scoring.cache import EmbeddingCache
 from scoring.fusion import LocalLexical
-from scoring.scorer import Scored, VersionScorer
+from scoring.scorer import Scored, Stopped, TooManyTokens, VersionScorer
+from serving import overload
 from state.ids import BASE_MODEL_ID, split_model_id
 from state.registry import Registry
 from state.settings import Settings
@@ -40,7 +45,7 @@ class PoolCore:
 
     def _open(self, version_dir: Path | str, local_lexical: LocalLexical | None = None) -> VersionScorer:
         s = self.settings
-        return VersionScorer(version_dir, threads=s.intra_op_threads, max_length=s.max_length,
+        return VersionScorer(version_dir, threads=s.pool_threads, max_length=s.max_length,
                              batch_size=s.batch_size, engine=s.engine, doc_tokens=s.doc_tokens,
                              window_overlap=s.window_overlap, window_aggregate=s.window_aggregate, cache=self.cache,
                              local_lexical=local_lexical)
@@ -55,13 +60,27 @@ class PoolCore:
             self.registry.mark_failed(domain, version, f"load failed: {e}")
             raise ModelLoadError(f"{model_id} failed to load: {e}") from e
 
+    def score(self, model: VersionScorer, query: str, documents: list[str], max_tokens_per_doc: int | None,
+              truncate: bool = False, stop: Callable[[], bool] | None = None) -> Scored:
+        """Within the per-request token bound (TooManyTokens before any inference)."""
+        return model.score(query, documents, max_tokens_per_doc, truncate,
+                           max_total_tokens=self.settings.max_request_tokens, stop=stop)
+
+
+def stopper(budget_s: float | None) -> tuple[Callable[[], bool], threading.Event]:
+    """(stop, cancelled): stop() is True once the request's time is up or `cancelled` is set."""
+    cancelled = threading.Event()
+    end = None if budget_s is None else time.monotonic() + budget_s
+    return (lambda: cancelled.is_set() or (end is not None and time.monotonic() > end)), cancelled
+
 
 def pool_deployment(settings: Settings):
     """Built per settings because max_num_models_per_replica is fixed when the class is decorated."""
 
     @serve.deployment(name="RerankerPool", num_replicas=settings.pool_replicas,
                       ray_actor_options={"num_cpus": settings.pool_num_cpus},
-                      max_ongoing_requests=settings.pool_max_ongoing_requests)
+                      max_ongoing_requests=settings.pool_max_ongoing_requests,
+                      max_queued_requests=settings.pool_max_queued_requests)
     class RerankerPool:
         def __init__(self, settings: Settings, base_dir: str):
             self.core = PoolCore(settings, base_dir)
@@ -76,27 +95,70 @@ def pool_deployment(settings: Settings):
             await asyncio.to_thread(model.score, "check", ["check"])
 
         async def score(self, query: str, documents: list[str], max_tokens_per_doc: int | None,
-                        truncate: bool = False) -> Scored:
+                        truncate: bool = False, budget_s: float | None = None) -> Scored:
+            """budget_s: the caller's time left; scoring stops between batches when it runs out or
+            the caller cancels (the thread cannot be interrupted mid-batch)."""
             model_id = serve.get_multiplexed_model_id()
             model = self.core.base if model_id in ("", BASE_MODEL_ID) else await self.get_model(model_id)
-            return await asyncio.to_thread(model.score, query, documents, max_tokens_per_doc, truncate)
+            stop, cancelled = stopper(budget_s)
+            try:
+                return await asyncio.to_thread(self.core.score, model, query, documents, max_tokens_per_doc,
+                                               truncate, stop)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
 
     return RerankerPool
 
 
 class PoolClient:
     """The ingress' Scorer: scores through the pool deployment; the model id picks the multiplexed
-    replica and model."""
+    replica and model.
 
-    def __init__(self, handle: DeploymentHandle):
-        self.handle = handle
+    A request whose replica dies under it is sent once more (Serve's router has dropped the dead
+    replica, so it goes to another); a full queue (max_queued_requests) or a second loss is
+    `Unavailable` (503 + Retry-After). The request's deadline travels with it (serving/overload.py)."""
+
+    # the replica died or is unreachable, or Ray's memory monitor killed it under this request
+    REPLICA_LOST = (RayActorError, OutOfMemoryError)
+
+    def __init__(self, handle: DeploymentHandle, retry_after_s: int = 1):
+        self.handle, self.retry_after_s = handle, retry_after_s
 
     def _for(self, model_id: str) -> DeploymentHandle:
         return self.handle if model_id == BASE_MODEL_ID else self.handle.options(multiplexed_model_id=model_id)
 
     async def score(self, model_id: str, query: str, documents: list[str],
                     max_tokens_per_doc: int | None = None, truncate: bool = False) -> Scored:
-        return await self._for(model_id).score.remote(query, documents, max_tokens_per_doc, truncate)
+        h = self._for(model_id)
+        for attempt in (1, 2):
+            try:
+                return await self._call(h, query, documents, max_tokens_per_doc, truncate)
+            except self.REPLICA_LOST as e:
+                if attempt == 2:
+                    raise overload.Unavailable(f"server: two pool replicas lost under this request "
+                                               f"({type(e).__name__})", self.retry_after_s) from e
+                log.warning("pool replica lost under a request (%s): retrying once on another", type(e).__name__)
+            except BackPressureError as e:
+                raise overload.Unavailable(f"server: overloaded, {e}", self.retry_after_s) from None
+            except RayTaskError as e:  # the replica raised: re-raise what it raised, without Ray's wrapper
+                if isinstance(e.cause, Stopped):
+                    raise overload.Unavailable("server: request deadline passed while scoring",
+                                               self.retry_after_s) from None
+                if isinstance(e.cause, TooManyTokens):
+                    raise TooManyTokens(*e.cause.args) from None
+                raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _call(h: DeploymentHandle, query: str, documents: list[str], max_tokens_per_doc: int | None,
+                    truncate: bool) -> Scored:
+        response = h.score.remote(query, documents, max_tokens_per_doc, truncate, overload.remaining())
+        try:
+            return await response
+        except asyncio.CancelledError:
+            response.cancel()  # the deadline passed or the client left: the replica stops scoring too
+            raise
 
     async def warm(self, model_id: str) -> None:
         """Load a version into the pool before it is promoted; raises ModelLoadError saying why not."""

@@ -3,20 +3,36 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import Path, Query
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from fastapi import Header, Path, Query
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
-from state.ids import DOMAIN_RE
+from serving import redact
+from state.db import DOC_ID_LEN, USER_KEY_LEN
+from state.ids import DOMAIN_RE, VERSION_RE
 
 _DOMAIN_DOC = f"Domain id: {DOMAIN_RE.pattern}"
 DomainPath = Annotated[str, Path(pattern=DOMAIN_RE.pattern, description=_DOMAIN_DOC)]
 DomainQuery = Annotated[str | None, Query(pattern=DOMAIN_RE.pattern, description=_DOMAIN_DOC)]
+VersionPath = Annotated[str, Path(pattern=VERSION_RE.pattern, description="N or vN")]
+UserKeyHeader = Annotated[str | None, Header(max_length=USER_KEY_LEN)]  # X-User-Id / X-Session-Id
+
+
+def _json_integer(v: Any) -> Any:
+    """Strict types: "1" and true are not integers. 2.0 is (as JSON Schema says); 2.5 is refused."""
+    if isinstance(v, (str, bool)):
+        raise ValueError("Input should be a valid integer, not a string or boolean")
+    return v
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+# the bound before the validator, or the spec would show pydantic's "ge" instead of "minimum"
+PositiveJsonInt = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
 
 
 # ---- rerank ---------------------------------------------------------------------------------------
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="allow")  # callers may attach metadata; it is echoed back
-    id: str | None = None
+    id: str | None = Field(None, max_length=DOC_ID_LEN)
     text: str | None = Field(None, description="What is ranked; may be absent when rank_fields names other fields.")
 
 
@@ -34,27 +50,31 @@ def _not_empty(v: list) -> list:
 
 class RerankRequest(BaseModel):
     """Cohere's rerank body (v1 and v2) plus our extensions (domain, user_id; return_documents and
-    rank_fields on v2). Every other key is refused (422 naming it): nothing is accepted and ignored."""
+    rank_fields on v2). Every other key is refused (422 naming it): nothing is accepted and ignored.
+    Types are strict: "1" and true are not integers (2.0 is, as JSON Schema says)."""
     model_config = ConfigDict(extra="forbid")
-    query: str = Field(description="The search query; must not be empty.")
-    documents: list[str | DocumentIn] = Field(description="Passages to rerank: strings or {id?, text?, ...}.")
-    top_n: int | None = Field(None, ge=1, description="Return only the best N results.")
-    max_tokens_per_doc: int | None = Field(
-        None, ge=1, description="Score each document over windows of the model's length up to this many of its "
-                                "tokens (default: the server's RERANKER_DOC_TOKENS, 4096; at most "
-                                "RERANKER_MAX_DOC_TOKENS). The document's score is its best window's.")
-    return_documents: bool = False
+    # The spec says what the validators below enforce (their messages are clearer than a pattern's).
+    query: str = Field(description="The search query; must not be empty.", json_schema_extra={"pattern": r"\S"})
+    documents: list[str | DocumentIn] = Field(description="Passages to rerank: strings or {id?, text?, ...}.",
+                                              json_schema_extra={"minItems": 1})
+    top_n: PositiveJsonInt | None = Field(None, description="Return only the best N results.")
+    max_tokens_per_doc: PositiveJsonInt | None = Field(
+        None, description="Score each document over windows of the model's length up to this many of its "
+                          "tokens (default: the server's RERANKER_DOC_TOKENS, 4096; at most "
+                          "RERANKER_MAX_DOC_TOKENS). The document's score is its best window's.")
+    return_documents: StrictBool = False
     model: str | None = Field(None, description="A domain id or 'domain:<id>' selects that domain; a Cohere model id "
                                                 "(rerank-...) selects nothing (domain / ?domain= / default decide).")
     domain: str | None = Field(None, pattern=DOMAIN_RE.pattern, description="Used when ?domain= is absent.")
-    user_id: str | None = Field(None, description="Sticky A/B key; else X-User-Id / X-Session-Id headers.")
+    user_id: str | None = Field(None, max_length=USER_KEY_LEN,
+                                description="Sticky A/B key; else X-User-Id / X-Session-Id headers.")
     rank_fields: list[str] | None = Field(None, min_length=1, max_length=32,
                                           description="Rank object documents on these fields (Cohere v1), in this "
                                                       "order, as 'field: value' lines; documents need no text then.")
     # Cohere options this service does not implement: accepted only when unset, refused otherwise.
-    max_chunks_per_doc: int | None = Field(None, description="Cohere v1 (deprecated): refused when set.")
-    priority: int | None = Field(None, description="Cohere v2: only 0 (the default) is accepted; requests are "
-                                                   "served in arrival order.")
+    max_chunks_per_doc: JsonInt | None = Field(None, description="Cohere v1 (deprecated): refused when set.")
+    priority: JsonInt | None = Field(None, description="Cohere v2: only 0 (the default) is accepted; requests are "
+                                                       "served in arrival order.")
 
     _query_not_blank = field_validator("query")(_not_blank)
     _documents_not_empty = field_validator("documents")(_not_empty)
@@ -103,6 +123,9 @@ class RerankMeta(BaseModel):
     truncated_documents: int = Field(description="Documents cut at max_tokens_per_doc (TEI: at the model's length).")
     latency_ms: float
     reason: str | None = Field(None, description="Why the base answered a domain that has a model.")
+    fused: bool | None = Field(None, description="True: each relevance_score is the sigmoid of a weighted sum "
+                               "of the neural and the BM25 score, each z-normalised over this request's "
+                               "documents (comparable within this response only).")
     api_version: ApiVersion
     billed_units: BilledUnits
 
@@ -178,12 +201,17 @@ class TeiInfo(BaseModel):
     docker_label: str | None = None
 
 
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    error: str | None = None
+
+
 # ---- feedback and the A/B report -----------------------------------------------------------------
 class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     request_id: str = Field(min_length=1, max_length=64, description="The `id` of a rerank response.")
     # Strict: 3 is a document index, "3" is a document id; no silent coercion between them.
-    clicked: list[StrictInt | StrictStr] = Field(min_length=1, max_length=1000,
+    clicked: list[JsonInt | StrictStr] = Field(min_length=1, max_length=1000,
                                                  description="Clicked documents: indices in the request's "
                                                              "documents list, or document ids.")
 
@@ -197,7 +225,9 @@ class ArmSummary(BaseModel):
     impressions: int
     clicks: int
     ctr: float | None
+    ctr_ci95: list[float] | None = Field(None, description="95% Wilson interval of the CTR.")
     mrr: float | None
+    mrr_ci95: list[float] | None = Field(None, description="95% normal interval of the MRR (n >= 2).")
     latency_ms_mean: float | None
     latency_ms_p95: float | None
     models: dict[str, int]
@@ -225,7 +255,10 @@ class VersionInfo(BaseModel):
     status: Literal["candidate", "active", "retired", "failed"]
     updated: float | None = None
     error: str | None = None
-    manifest: dict[str, Any] = Field(default_factory=dict, description="manifest.json of the version.")
+    manifest: dict[str, Any] = Field(default_factory=dict, description="manifest.json of the version "
+                                     "(server paths shortened to their last component).")
+
+    _no_paths = field_validator("error", "manifest")(lambda v: redact.value(v))
 
 
 class DomainInfo(BaseModel):
@@ -241,12 +274,18 @@ class DomainList(BaseModel):
 
 class DomainConfigUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")  # an unknown key is an error, not silently ignored
-    ab_split: float | None = Field(None, ge=0.0, le=1.0, description="Share of traffic for the domain model.")
+    ab_split: float | None = Field(None, ge=0.0, le=1.0, strict=True,
+                                   description="Share of traffic for the domain model.")
+
+
+class DomainCreate(DomainConfigUpdate):
+    """POST /v1/domains: a domain exists only once created (or once a version is published to it)."""
+    domain: str = Field(pattern=DOMAIN_RE.pattern, description=_DOMAIN_DOC)
 
 
 class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: str = Field(description="N or vN.")
+    version: str = Field(pattern=VERSION_RE.pattern, description="N or vN.")
 
 
 class Published(BaseModel):
@@ -275,9 +314,12 @@ class TrainRequest(BaseModel):
     eval_split: str | None = None
     ragas: list[str] = Field(default_factory=list, description="RAGAS JSONL files on the server")
     labels: list[str] = Field(default_factory=list, description="expert label files (JSONL/CSV) on the server")
-    search_logs: bool = False
-    max_queries: int | None = Field(None, ge=1)
-    activate: bool = False
+    search_logs: StrictBool = False
+    expert_labels: StrictBool = Field(False, description="the domain's grades from the label queue (/labels)")
+    uploads: list[str] = Field(default_factory=list,
+                               description="ids of this domain's uploads (POST /v1/domains/{d}/uploads)")
+    max_queries: PositiveJsonInt | None = None
+    activate: StrictBool = False
     config: dict[str, Any] = Field(default_factory=dict, description="training options (training.config)")
 
 
@@ -289,6 +331,11 @@ class TrainAccepted(BaseModel):
 class Progress(BaseModel):
     done: int
     total: int
+
+
+class LossPoint(BaseModel):
+    step: int
+    loss: float
 
 
 class JobRecord(BaseModel):
@@ -308,10 +355,127 @@ class JobRecord(BaseModel):
     created: float
     updated: float
     finished: float | None
+    loss: list[LossPoint] = Field(default_factory=list, description="training loss as the trainer logged it")
+
+    _no_paths = field_validator("sources", "metrics", "gates", "error")(lambda v: redact.value(v))
 
 
 class JobList(BaseModel):
     jobs: list[JobRecord]
+
+
+class TrainingOptions(BaseModel):
+    defaults: dict[str, Any] = Field(description="every training option (`config` of a train request) "
+                                                 "with its default")
+
+
+# ---- traffic and the A/B timeline ----------------------------------------------------------------
+class DomainTraffic(BaseModel):
+    domain: str
+    last_hour: int
+    last_day: int
+    total: int
+
+
+class TrafficReport(BaseModel):
+    now: float
+    domains: list[DomainTraffic] = Field(description="every domain with logged impressions")
+
+
+class ArmCount(BaseModel):
+    impressions: int
+    clicks: int = Field(description="impressions with at least one click")
+
+
+class TimelineBucket(BaseModel):
+    start: float
+    base: ArmCount
+    domain: ArmCount
+
+
+class ABTimeline(BaseModel):
+    domain: str
+    since: float
+    until: float
+    bucket_s: float
+    buckets: list[TimelineBucket]
+
+
+# ---- training data uploads -----------------------------------------------------------------------
+UploadKind = Literal["ragas", "labels", "beir"]
+
+
+class UploadInfo(BaseModel):
+    id: str
+    domain: str
+    kind: UploadKind
+    filename: str
+    size: int
+    created: float
+    stats: dict[str, Any] = Field(description="what the training source read from it")
+
+
+class UploadList(BaseModel):
+    uploads: list[UploadInfo]
+
+
+# ---- expert labels -------------------------------------------------------------------------------
+class QueuePassage(BaseModel):
+    passage_id: str = Field(description="sha256 of the passage text")
+    doc_id: str | None
+    text: str
+    score: float = Field(description="its score in the newest impression that showed it")
+    position: int = Field(description="the best rank it was shown at (0 = top)")
+    labels: dict[str, int] = Field(description="grades so far, by labeller")
+
+
+class QueueItem(BaseModel):
+    query: str
+    query_id: str
+    impressions: int
+    last_seen: float
+    margin: float | None = Field(description="mean score gap between the top two shown passages")
+    passages: list[QueuePassage]
+
+
+class LabelQueue(BaseModel):
+    domain: str
+    order: Literal["frequent", "uncertain"]
+    items: list[QueueItem]
+
+
+class LabelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    passage_id: str = Field(min_length=64, max_length=64)
+    relevance: StrictInt = Field(ge=1, le=5, description="1 = not relevant ... 5 = perfectly relevant")
+
+
+class LabelsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(min_length=1, description="the logged query, as the queue gave it")
+    labels: list[LabelIn] = Field(min_length=1, max_length=200)
+    labeller: str = Field(min_length=1, max_length=100, pattern=r"\S",
+                          description="who graded (the name entered on the admin page's login form)")
+
+
+class LabelsStored(BaseModel):
+    domain: str
+    stored: int
+    labeller: str
+
+
+class LabelSummary(BaseModel):
+    domain: str
+    labels: int = Field(description="grades stored (one per labeller and pair)")
+    queries: int
+    pairs: int = Field(description="distinct (query, passage) pairs graded")
+    relevance: dict[str, int]
+    labellers: dict[str, int]
+    last: float | None
+
+
+class AdminCheck(BaseModel):
+    admin: bool
 
 
 # ---- errors --------------------------------------------------------------------------------------

@@ -1,17 +1,18 @@
 """The serving logic behind /rerank as a plain class: testable without HTTP or Ray."""
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
 import uuid
-from typing import Any, Literal, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 
 from scoring.files import MANIFEST
-from scoring.scorer import Scored
-from serving import ab, model_names
+from scoring.scorer import Scored, TooManyTokens
+from serving import ab, model_names, overload
 from serving.ab import Arm
 from serving.protocol import DocumentIn, RerankRequest, RerankResponse, RerankResult
 from state.ids import BASE_MODEL_ID, InvalidId, split_model_id, validate_domain
@@ -41,10 +42,11 @@ class BadRequest(Exception):
 
 
 class ActiveVersionCache:
-    """domain -> active version, re-read from the registry at most every `ttl` seconds."""
+    """domain -> active version, re-read from the registry at most every `ttl` seconds.
+    Bounded: requests for many made-up domains must not grow it without limit."""
 
-    def __init__(self, registry: Registry, ttl: float):
-        self.registry, self.ttl = registry, ttl
+    def __init__(self, registry: Registry, ttl: float, max_entries: int = 4096):
+        self.registry, self.ttl, self.max_entries = registry, ttl, max_entries
         self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
     def get(self, domain: str) -> dict[str, Any] | None:
@@ -53,6 +55,8 @@ class ActiveVersionCache:
         if hit and now - hit[0] < self.ttl:
             return hit[1]
         cfg = self.registry.config(domain) if self.registry.exists(domain) else None
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()
         self._cache[domain] = (now, cfg)
         return cfg
 
@@ -74,6 +78,10 @@ class RerankService:
     def invalidate(self, domain: str | None = None) -> None:
         """Forget the cached active version (after promote/rollback through this replica)."""
         self._versions.invalidate(domain)
+
+    def knows(self, domain: str) -> bool:
+        """The default domain, or a registered one (cached like the active version)."""
+        return domain == DEFAULT_DOMAIN or self._versions.get(domain) is not None
 
     # -- steps --------------------------------------------------------------------------------
     def resolve_domain(self, query_domain: str | None, body_domain: str | None, model: str | None = None) -> str:
@@ -131,25 +139,43 @@ class RerankService:
         limit = self.settings.max_length
         return min(limit, int(self.manifest(model_id).get("max_length", limit)))
 
-    # -- the request --------------------------------------------------------------------------
-    async def rerank(self, req: RerankRequest, domain: str, user_key: str | None = None, api_version: str = "2",
-                     fit: Fit = "windows") -> RerankResponse:
-        """fit: how a document longer than the model's input is scored: over windows up to
-        max_tokens_per_doc ("windows"), by its first window only ("truncate"), or not at all: an error
-        (413, "refuse"; TEI's truncate=false)."""
-        t0 = time.perf_counter()
-        texts, objs = self.documents(req)
+    async def score(self, req: RerankRequest, domain: str, texts: list[str], user_key: str | None,
+                    truncate: bool) -> tuple[Arm, Scored]:
+        """The A/B arm and its scores; a domain model that fails to load falls back to the base."""
         arm = ab.choose(domain, self._versions.get(domain), user_key, self.settings.ab_split)
         try:
-            scored = await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc,
-                                             truncate=fit != "windows")
+            return arm, await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc,
+                                                truncate=truncate)
+        except (TooManyTokens, overload.Unavailable):
+            raise  # the request's size or the service's load: the base would fare no better
         except Exception as e:  # noqa: BLE001 - a broken domain model must not fail the request
             if arm.variant == ab.BASE:
                 raise
             self._versions.invalidate(domain)  # the pool marked it failed; the registry moved on
             arm = Arm(ab.BASE, BASE_MODEL_ID, f"domain model {arm.model_id} failed to load: {e}"[:300])
-            scored = await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc,
-                                             truncate=fit != "windows")
+            return arm, await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc,
+                                                truncate=truncate)
+
+    # -- the request --------------------------------------------------------------------------
+    async def rerank(self, req: RerankRequest, domain: str, user_key: str | None = None, api_version: str = "2",
+                     fit: Fit = "windows", defer: Callable[..., Any] | None = None) -> RerankResponse:
+        """fit: how a document longer than the model's input is scored: over windows up to
+        max_tokens_per_doc ("windows"), by its first window only ("truncate"), or not at all: an error
+        (413, "refuse"; TEI's truncate=false).
+        defer(func, *args): how to log the impression; the HTTP routes pass their BackgroundTasks.add_task,
+        so an impression is logged only once its response was sent (a request cut before that, by its
+        deadline, a client that left or a stop, logs nothing). None logs it at once.
+        Not answered within RERANKER_REQUEST_TIMEOUT_S: Unavailable (503 + Retry-After)."""
+        t0 = time.perf_counter()
+        texts, objs = self.documents(req)
+        timeout = self.settings.request_timeout_s
+        with overload.deadline(timeout):
+            try:
+                arm, scored = await asyncio.wait_for(
+                    self.score(req, domain, texts, user_key, truncate=fit != "windows"), timeout)
+            except TimeoutError:
+                raise overload.Unavailable(f"server: not answered within the {timeout:g} s request deadline",
+                                           self.settings.retry_after_s) from None
         if fit == "refuse" and scored.truncated:
             raise BadRequest("documents", f"{scored.truncated} of {len(texts)} do not fit the model's input "
                                           f"({self.input_length(arm.model_id)} tokens with the query); "
@@ -175,8 +201,17 @@ class RerankService:
         response = RerankResponse(id=uuid.uuid4().hex, results=results, model=arm.model_id, domain=domain,
                                   variant=arm.variant, meta=meta)
         if self.events is not None:
-            self.events.log_rerank(response, req, texts, objs, scores, user_key, latency_ms)
+            impression = (response, req, texts, objs, scores, user_key, latency_ms)
+            if defer is not None:
+                defer(self._log, *impression)
+            else:
+                self.events.log_rerank(*impression)
         return response
+
+    async def _log(self, *impression: Any) -> None:
+        """Async on purpose: BackgroundTasks would run a plain function in a worker thread, off the
+        logger's event loop."""
+        self.events.log_rerank(*impression)
 
 
 def _document(text: str, obj: DocumentIn | None) -> dict[str, Any]:

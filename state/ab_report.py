@@ -4,6 +4,10 @@ Per arm: impressions, clicked impressions ("clicks"), CTR = clicked impressions 
 MRR of the first click (1/(rank+1) of the highest-ranked clicked passage, 0 without a click),
 mean and p95 latency.
 
+Each arm's CTR has a 95% Wilson score interval (scipy's binomtest) and its MRR a 95% normal
+interval of the mean reciprocal rank (the mean of n independent per-impression values; None below
+two impressions). The timeline counts impressions and clicked impressions per arm per time bucket.
+
 Comparison: CTR(domain) - CTR(base) with a 95% Wald confidence interval (unpooled standard
 error) and the two-sided p-value of the two-proportion z-test (pooled standard error).
 
@@ -19,7 +23,7 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import binomtest, norm
 
 from state.store import Store
 
@@ -27,6 +31,7 @@ ARMS = ("base", "domain")
 MIN_IMPRESSIONS_PER_ARM = 100
 MIN_CLICKS = 10
 ALPHA = 0.05
+MAX_BUCKETS = 1000
 
 
 def arm_summary(rows: list[tuple[str, str, float, int | None]]) -> dict[str, Any]:
@@ -37,15 +42,33 @@ def arm_summary(rows: list[tuple[str, str, float, int | None]]) -> dict[str, Any
     models: dict[str, int] = {}
     for r in rows:
         models[r[1]] = models.get(r[1], 0) + 1
+    rr = np.array([0.0 if p is None else 1.0 / (p + 1) for p in first])
     return {
         "impressions": n,
         "clicks": clicks,
         "ctr": clicks / n if n else None,
-        "mrr": float(sum(1.0 / (p + 1) for p in first if p is not None) / n) if n else None,
+        "ctr_ci95": _wilson(clicks, n),
+        "mrr": float(rr.mean()) if n else None,
+        "mrr_ci95": _mean_ci(rr),
         "latency_ms_mean": float(lat.mean()) if n else None,
         "latency_ms_p95": float(np.percentile(lat, 95)) if n else None,
         "models": models,
     }
+
+
+def _wilson(k: int, n: int) -> list[float] | None:
+    if not n:
+        return None
+    ci = binomtest(k, n).proportion_ci(confidence_level=1 - ALPHA, method="wilson")
+    return [float(ci.low), float(ci.high)]
+
+
+def _mean_ci(values: np.ndarray) -> list[float] | None:
+    if len(values) < 2:
+        return None
+    half = norm.ppf(1 - ALPHA / 2) * values.std(ddof=1) / math.sqrt(len(values))
+    m = float(values.mean())
+    return [max(0.0, m - half), min(1.0, m + half)]
 
 
 def compare(base: dict[str, Any], domain: dict[str, Any], alpha: float = ALPHA) -> dict[str, Any]:
@@ -87,6 +110,23 @@ def ab_report(store: Store, domain: str, since: float | None = None) -> dict[str
         "thresholds": {"min_impressions_per_arm": MIN_IMPRESSIONS_PER_ARM, "min_clicks": MIN_CLICKS,
                        "alpha": ALPHA},
     }
+
+
+def ab_timeline(store: Store, domain: str, since: float, until: float, bucket_s: float) -> dict[str, Any]:
+    """Impressions and clicked impressions per arm in buckets of `bucket_s` seconds from `since`."""
+    if bucket_s <= 0 or until <= since:
+        raise ValueError("needs bucket_s > 0 and until > since")
+    n = math.ceil((until - since) / bucket_s)
+    if n > MAX_BUCKETS:
+        raise ValueError(f"{n} buckets asked for; at most {MAX_BUCKETS}: widen bucket_s or shorten the range")
+    buckets = [{"start": since + i * bucket_s, **{arm: {"impressions": 0, "clicks": 0} for arm in ARMS}}
+               for i in range(n)]
+    for ts, variant, clicked in store.arm_events(domain, since, until):
+        if variant in ARMS:
+            b = buckets[min(n - 1, int((ts - since) // bucket_s))][variant]
+            b["impressions"] += 1
+            b["clicks"] += int(clicked)
+    return {"domain": domain, "since": since, "until": until, "bucket_s": bucket_s, "buckets": buckets}
 
 
 def format_report(r: dict[str, Any]) -> str:

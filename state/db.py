@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import hashlib
 
-from sqlalchemy import (Float, ForeignKey, Index, Integer, String, Text, create_engine, event)
+from sqlalchemy import (Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, create_engine, event)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+USER_KEY_LEN = 200  # column widths the API enforces too (PostgreSQL refuses longer values)
+DOC_ID_LEN = 500
 
 
 class Base(DeclarativeBase):
@@ -31,7 +36,7 @@ class Impression(Base):
     domain: Mapped[str] = mapped_column(String(64))
     variant: Mapped[str] = mapped_column(String(16))  # "domain" | "base"
     model: Mapped[str] = mapped_column(String(200))
-    user_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    user_key: Mapped[str | None] = mapped_column(String(USER_KEY_LEN), nullable=True)
     query: Mapped[str] = mapped_column(Text)
     latency_ms: Mapped[float] = mapped_column(Float)
     n_documents: Mapped[int] = mapped_column(Integer)  # documents in the request: bounds a click index
@@ -44,7 +49,7 @@ class Shown(Base):
                                             primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0 = top result
     index: Mapped[int] = mapped_column(Integer)  # position in the request's documents list
-    doc_id: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    doc_id: Mapped[str | None] = mapped_column(String(DOC_ID_LEN), nullable=True)
     score: Mapped[float] = mapped_column(Float)
     passage_hash: Mapped[str] = mapped_column(ForeignKey("passages.hash"))
 
@@ -57,8 +62,30 @@ class Click(Base):
     ts: Mapped[float] = mapped_column(Float)
 
 
+class Label(Base):
+    """An expert's grade (1-5) of a passage shown for a logged query of a domain: one row per labeller
+    and (query, passage); grading again replaces the grade and its time."""
+    __tablename__ = "labels"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    domain: Mapped[str] = mapped_column(String(64))
+    query_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the query text
+    query: Mapped[str] = mapped_column(Text)
+    passage_hash: Mapped[str] = mapped_column(ForeignKey("passages.hash"))
+    doc_id: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    relevance: Mapped[int] = mapped_column(Integer)
+    labeller: Mapped[str] = mapped_column(String(100))
+    ts: Mapped[float] = mapped_column(Float)
+    __table_args__ = (UniqueConstraint("domain", "query_hash", "passage_hash", "labeller", name="uq_labels_pair"),
+                      Index("ix_labels_domain_query", "domain", "query_hash"))
+
+
 def passage_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def dialect_insert(engine: Engine, table):
+    """INSERT with the dialect's ON CONFLICT clauses (SQLite and PostgreSQL spell them alike)."""
+    return (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(table)
 
 
 def make_engine(url: str) -> Engine:

@@ -44,7 +44,7 @@ class JobStore:
         now = time.time()
         record = {"id": f"train-{domain}-{uuid.uuid4().hex[:12]}", "domain": domain, "kind": kind,
                   "config": config, "status": "queued", "stage": "queued",
-                  "progress": {"done": 0, "total": 0}, "metrics": {}, "gates": [], "sources": {},
+                  "progress": {"done": 0, "total": 0}, "metrics": {}, "gates": [], "sources": {}, "loss": [],
                   "version": None, "error": None, "cancel_requested": False, "ray_job_id": None,
                   "created": now, "updated": now, "finished": None}
         self._write(record)

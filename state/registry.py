@@ -28,6 +28,7 @@ from state.atomic import write_json_atomic
 from state.ids import InvalidId, model_id, parse_version, validate_domain, version_name
 
 DOMAIN_FILE = "domain.json"
+STAGING = ".staging"
 
 
 class RegistryError(Exception):
@@ -60,6 +61,24 @@ def base_slug(name: str, max_length: int, openvino: bool) -> str:
     return f"{clean}-{max_length}{'-ov' if openvino else ''}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
+def check_declared_files(declared: Any, actual: dict[str, str]) -> None:
+    """Raise RegistryError unless `declared` (a manifest's `files`: name -> sha256) names exactly the
+    files in `actual`, each with its hash: what was sent is what arrived."""
+    if not isinstance(declared, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in declared.items()):
+        raise RegistryError("manifest.json: files must map file names to sha256 hex digests")
+    problems = []
+    wrong = sorted(k for k in declared.keys() & actual.keys() if declared[k].lower() != actual[k])
+    if wrong:
+        problems.append("sha256 mismatch for " + ", ".join(wrong))
+    if missing := sorted(declared.keys() - actual.keys()):
+        problems.append("listed but not sent: " + ", ".join(missing))
+    if extra := sorted(actual.keys() - declared.keys()):
+        problems.append("sent but not listed: " + ", ".join(extra))
+    if problems:
+        raise RegistryError("manifest.json files do not match the files: " + "; ".join(problems))
+
+
 def _reactivate_previous(cfg: dict[str, Any]) -> str | None:
     """Pop the history down to the latest version that did not fail and make it active (in cfg)."""
     while cfg["history"]:
@@ -69,6 +88,11 @@ def _reactivate_previous(cfg: dict[str, Any]) -> str | None:
             cfg["versions"][prev] = {"status": "active", "updated": time.time()}
             return prev
     return None
+
+
+def _check_split(ab_split: float) -> None:
+    if not 0.0 <= ab_split <= 1.0:
+        raise RegistryError("ab_split must be between 0 and 1")
 
 
 def _default_config() -> dict[str, Any]:
@@ -92,9 +116,14 @@ class Registry:
         return self.root / "_base" / base_slug(model, max_length, openvino)
 
     @contextmanager
-    def _locked(self, domain: str) -> Iterator[Path]:
+    def _locked(self, domain: str, create: bool = False) -> Iterator[Path]:
+        """The domain's lock. Only `create` makes the directory: a request about an unknown domain
+        gets NotFound and leaves nothing behind."""
         d = self.domain_dir(domain)
-        d.mkdir(parents=True, exist_ok=True)
+        if create:
+            d.mkdir(parents=True, exist_ok=True)
+        elif not (d / DOMAIN_FILE).exists():
+            raise NotFound(f"unknown domain {domain!r}")
         with open(d / ".lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
@@ -157,27 +186,51 @@ class Registry:
     # ---- writes ----------------------------------------------------------------
     def stage(self, domain: str) -> Path:
         """A fresh private directory to build a version in; pass it to publish()."""
-        d = self.domain_dir(domain) / ".staging" / uuid.uuid4().hex
-        d.mkdir(parents=True)
+        d = self.domain_dir(domain) / STAGING / uuid.uuid4().hex
+        for attempt in range(3):
+            try:
+                d.mkdir(parents=True)
+                return d
+            except FileNotFoundError:  # another publisher's unstage() removed the empty parent just now
+                if attempt == 2:
+                    raise
         return d
 
-    def publish(self, domain: str, staged: Path, manifest: dict[str, Any], activate: bool = False) -> str:
-        """Seal a staged directory as the next version. Atomic: it appears whole or not at all."""
+    def unstage(self, domain: str, staged: Path) -> None:
+        """Remove a staged directory that was not published, and `.staging/` itself once empty."""
+        shutil.rmtree(staged, ignore_errors=True)
+        self._drop_empty_staging(domain)
+
+    def _drop_empty_staging(self, domain: str) -> None:
+        """`.staging/` once empty, and the domain's directory if that leaves it empty (a first
+        publish that failed): rmdir removes only empty directories, so concurrent work is safe."""
+        for d in (self.domain_dir(domain) / STAGING, self.domain_dir(domain)):
+            try:
+                d.rmdir()
+            except OSError:  # not empty (another publisher is at work, or a real domain) or gone
+                return
+
+    def publish(self, domain: str, staged: Path, manifest: dict[str, Any], activate: bool = False,
+                files: dict[str, str] | None = None) -> str:
+        """Seal a staged directory as the next version. Atomic: it appears whole or not at all.
+        `files`: the staged files' sha256, when the caller has already computed them."""
         staged = Path(staged)
         if not (staged / MODEL_ONNX).is_file():
             raise RegistryError(f"a version needs {MODEL_ONNX}")
-        with self._locked(domain) as d:
+        files = file_hashes(staged) if files is None else files
+        with self._locked(domain, create=True) as d:
             cfg = self._read_config(domain)
             existing = [parse_version(p.name) for p in d.iterdir() if p.is_dir() and p.name.startswith("v")]
             existing += [parse_version(v) for v in cfg["versions"]] + [cfg.get("last_version", 0)]
             cfg["last_version"] = max(existing) + 1  # never reused, even after a delete
             name = version_name(cfg["last_version"])
             man = {**manifest, "domain": domain, "version": name, "model_id": model_id(domain, name),
-                   "created": time.time(), "files": file_hashes(staged)}
+                   "created": time.time(), "files": files}
             write_json_atomic(staged / MANIFEST, man)
             os.rename(staged, d / name)  # the target never exists: numbers only grow under the lock
             cfg["versions"][name] = {"status": "candidate", "updated": time.time()}
             self._write_config(domain, cfg)
+        self._drop_empty_staging(domain)
         if activate:
             self.promote(domain, name)
         return name
@@ -189,16 +242,24 @@ class Registry:
         try:
             shutil.copytree(version_dir, staged, dirs_exist_ok=True)
             man_path = staged / MANIFEST
-            manifest = json.loads(man_path.read_text()) if man_path.exists() else {}
+            try:
+                manifest = json.loads(man_path.read_text()) if man_path.exists() else {}
+            except (ValueError, OSError) as e:
+                raise RegistryError(f"manifest.json is not readable JSON: {e}") from None
+            if not isinstance(manifest, dict):
+                raise RegistryError("manifest.json must be a JSON object")
             if manifest.get("kind") not in ("cross-encoder", "bi-encoder"):
                 raise RegistryError("manifest.json must say kind: cross-encoder or bi-encoder")
+            files = file_hashes(staged)
+            if manifest.get("files") is not None:  # the sender's hashes: check what arrived against them
+                check_declared_files(manifest["files"], files)
             for key in ("domain", "version", "model_id", "created", "files"):
                 manifest.pop(key, None)  # the registry assigns these
             if check is not None:
                 check(staged)
-            return self.publish(domain, staged, manifest, activate=activate)
+            return self.publish(domain, staged, manifest, activate=activate, files=files)
         finally:
-            shutil.rmtree(staged, ignore_errors=True)
+            self.unstage(domain, staged)
 
     def verify(self, domain: str, version: str | int) -> None:
         """Raise RegistryError if any file is missing or differs from its manifest sha256."""
@@ -259,12 +320,24 @@ class Registry:
                 cfg["active"] = _reactivate_previous(cfg)
             self._write_config(domain, cfg)
 
-    def update_config(self, domain: str, ab_split: float | None = None) -> dict[str, Any]:
-        with self._locked(domain):
-            cfg = self._read_config(domain)
+    def create(self, domain: str, ab_split: float | None = None) -> dict[str, Any]:
+        """Register a new, empty domain (no versions yet); RegistryError if it exists."""
+        with self._locked(domain, create=True):
+            if self.exists(domain):
+                raise RegistryError(f"domain {domain!r} exists already")
+            cfg = _default_config()
             if ab_split is not None:
-                if not 0.0 <= ab_split <= 1.0:
-                    raise RegistryError("ab_split must be between 0 and 1")
+                _check_split(ab_split)
+                cfg["ab_split"] = ab_split
+            self._write_config(domain, cfg)
+        return self.describe(domain)
+
+    def update_config(self, domain: str, ab_split: float | None = None) -> dict[str, Any]:
+        """Change an existing domain's config; NotFound for an unknown domain (create() makes one)."""
+        with self._locked(domain):
+            cfg = self.config(domain)
+            if ab_split is not None:
+                _check_split(ab_split)
                 cfg["ab_split"] = ab_split
             self._write_config(domain, cfg)
         return self.describe(domain)
@@ -273,6 +346,8 @@ class Registry:
         name = version_name(parse_version(version))
         with self._locked(domain):
             cfg = self.config(domain)
+            if name not in cfg["versions"] and not self.version_dir(domain, name).exists():
+                raise NotFound(f"unknown version {domain}@{name}")
             if cfg["active"] == name:
                 raise RegistryError(f"{domain}@{name} is active: promote or roll back first")
             cfg["versions"].pop(name, None)

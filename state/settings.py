@@ -5,6 +5,7 @@ down; child processes (the base-model export, training jobs) rebuild the same ob
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -56,14 +57,54 @@ class Settings(BaseSettings):
 
     max_documents: int = 1000
     max_body_bytes: int = 5_000_000
-    max_upload_bytes: int = 2_000_000_000
+    max_upload_bytes: int = 2_000_000_000  # a version upload as sent (tar.gz)
+    # ... and as unpacked: a small gzip can hold gigabytes of zeros
+    max_upload_unpacked_bytes: int = 3_000_000_000
+    max_upload_members: int = 1000
+    # training data uploads (RAGAS JSONL, labels CSV/JSONL, BEIR zip): the body, and a BEIR zip unpacked
+    max_data_upload_bytes: int = 200_000_000
+    max_data_unzipped_bytes: int = 1_000_000_000
 
     max_models_per_replica: int = 4
-    pool_replicas: int = 1
+    # Two pool replicas of one thread each: losing one (a crash, an OOM kill) leaves the other serving
+    # while Serve restarts it; the cost is a second copy of every loaded model (README, Reliability).
+    # pool_threads is each replica's inference threads; intra_op_threads stays what exports measure
+    # ms/pair with.
+    pool_replicas: int = Field(2, ge=1)
+    pool_threads: int = Field(1, ge=1)
     # Fractional CPUs so the pool, the ingress and a training job all fit on a 2-core machine.
     pool_num_cpus: float = 0.5
     pool_max_ongoing_requests: int = 8
+    # Load shedding (Serve's max_queued_requests, per caller): beyond this many requests waiting for
+    # a pool replica, or for the ingress at the HTTP proxy, a request is answered 503 + Retry-After
+    # at once instead of queueing for ever. -1: no limit.
+    pool_max_queued_requests: int = 16
     ingress_replicas: int = 1
+    ingress_max_ongoing_requests: int = 32
+    ingress_max_queued_requests: int = 64
+    # A rerank not answered within request_timeout_s is abandoned (the pool stops scoring it) and
+    # answered 503 + Retry-After: retry_after_s. max_request_tokens bounds the tokens a request may
+    # send through the model, counted over every window of every document (query included): a
+    # request over it is refused with 413 after tokenization, before any inference.
+    request_timeout_s: float = Field(10.0, gt=0)
+    # 150,000 tokens = ~590 windows of 256: ~6.7 s on one quiet pool thread (11.4 ms/window, OpenVINO),
+    # inside the deadline
+    max_request_tokens: int = Field(150_000, ge=1)
+    retry_after_s: int = Field(1, ge=0)
+    # Graceful stop (serving/main.py, on SIGTERM or SIGINT): new requests get 503 while the ones in
+    # flight finish, for at most drain_grace_s; then the deployments stop and impressions flush.
+    drain_grace_s: float = Field(20.0, ge=0)
+    # Custom Ray resources each replica asks for (JSON, e.g. '{"reranker_pool": 1}'): on a cluster whose
+    # nodes were started with `ray start --resources`, they pin the pool and the ingress to those nodes.
+    pool_resources: dict[str, float] = Field(default_factory=dict)
+    ingress_resources: dict[str, float] = Field(default_factory=dict)
+    # What a training job reserves on the cluster: Ray places it on a node with these free, so it never
+    # runs on the cores serving reserved. torch uses as many threads as the CPUs reserved.
+    train_num_cpus: float = Field(1.0, gt=0)
+    train_num_gpus: float = Field(0.0, ge=0)
+    train_resources: dict[str, float] = Field(default_factory=dict)
+    # Ray's job server (http://HEAD:8265): training jobs are submitted there instead of run as Ray tasks
+    ray_jobs_address: str | None = None
     registry_cache_ttl_s: float = 1.0
 
     admin_token: str | None = None
@@ -100,10 +141,17 @@ class Settings(BaseSettings):
         """Impression events the store refused (state/spill.py); `reranker events replay` stores them."""
         return self.home / "events-failed.jsonl"
 
+    @property
+    def quarantine_path(self) -> Path:
+        """Impression events the database refused while it took the rest of their batch, and spill
+        lines that cannot be read: kept with the reason, for a person to look at."""
+        return self.home / "events-quarantine.jsonl"
+
     def to_env(self) -> dict[str, str]:
         """RERANKER_* variables from which a child process rebuilds exactly these settings."""
         out = {}
         for name, value in self.model_dump(exclude_unset=False).items():
             if value is not None:
-                out[f"RERANKER_{name.upper()}"] = str(value)
+                # containers as JSON: the form pydantic-settings parses back
+                out[f"RERANKER_{name.upper()}"] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
         return out

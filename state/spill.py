@@ -1,34 +1,146 @@
-"""The spill file: impression events the store refused, one JSON object per line, replayable.
+"""The spill file: impression events the store could not take, one JSON object per line, replayable.
 
-The serving event logger appends here rather than drop anything; `reranker events replay` (or
-`replay()`) stores them once the database is healthy again. Replaying is idempotent.
+The serving event logger appends here rather than drop anything while the database is unavailable;
+`reranker events replay` (or `replay()`) stores them once it is healthy again. Replaying is
+idempotent (stored request ids are skipped) and row by row where needed: a line that cannot be read
+or an event the database refuses goes to the quarantine file (with the reason) and never blocks the
+rest. Quarantined events are kept for a person to look at; nothing replays them automatically.
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
-from state.store import ImpressionEvent, Store
+from state.store import ImpressionEvent, Store, StoreUnavailable
 
 _lock = threading.Lock()  # one process may spill from several threads
+REPLAYING = ".replaying"  # suffix of a spill file being replayed (a crashed replay resumes from it)
+REPLAYED = ".replayed"
+
+
+@dataclass
+class ReplayResult:
+    stored: int = 0  # new impressions written
+    duplicates: int = 0  # already stored (an earlier replay, or the logger's own retry)
+    quarantined: int = 0  # unreadable lines and events the database refused
+    remaining: int = 0  # left in the spill file because the database became unavailable
+
+    def __str__(self) -> str:
+        return (f"stored {self.stored} new impression events, {self.duplicates} already stored, "
+                f"{self.quarantined} quarantined, {self.remaining} left for the next replay")
+
+
+def _append_lines(path: Path, lines: Iterable[str]) -> None:
+    """Append under an flock, to the file that is at `path` now: a replay may have renamed the one
+    we opened, and lines written there after it was read would be lost."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _lock:
+        while True:
+            f = open(path, "a", encoding="utf-8")
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                same = os.path.exists(path) and os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+            except OSError:
+                same = False
+            if same:
+                break
+            f.close()
+        with f:
+            for line in lines:
+                f.write(line + "\n")
+            f.flush()
 
 
 def append(path: Path, events: Iterable[ImpressionEvent]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _lock, open(path, "a") as f:
-        for e in events:
-            f.write(json.dumps(e.to_dict()) + "\n")
+    # ensure_ascii (the default): any str, even one holding a lone surrogate, becomes a readable line
+    _append_lines(Path(path), (json.dumps(e.to_dict()) for e in events))
 
 
-def replay(store: Store, path: Path | str) -> int:
-    """Store the spilled events (request ids already stored are skipped); returns how many were new.
-    The file is renamed to *.replayed afterwards so a second replay does not re-read it."""
-    path = Path(path)
+def quarantine(path: Path, rows: Iterable[tuple[dict | str, str]]) -> None:
+    """Rows the store refused or that cannot be read: {"reason", "event"} or {"reason", "line"}."""
+    _append_lines(Path(path), (json.dumps({"reason": reason[:1000], "event" if isinstance(row, dict) else "line": row})
+                               for row, reason in rows))
+
+
+def _take(path: Path) -> Path | None:
+    """Rename the spill file aside (under its lock) so new spills start a fresh file; returns the
+    renamed file, or an earlier replay's leftover, or None when there is nothing to replay."""
+    work = path.with_name(path.name + REPLAYING)
+    if work.exists():
+        return work
     if not path.exists():
-        return 0
-    events = [ImpressionEvent.from_dict(json.loads(line)) for line in path.read_text().splitlines() if line]
-    n = store.add_impressions(events)
-    path.rename(path.with_suffix(path.suffix + ".replayed"))
-    return n
+        return None
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        os.rename(path, work)
+    return work
+
+
+def _read(work: Path) -> Iterator[tuple[str, ImpressionEvent | None, str]]:
+    """(line, event or None, why not) per non-empty line; never raises on a bad line."""
+    with open(work, "rb") as f:
+        for raw in f:
+            line = raw.decode("utf-8", errors="backslashreplace").rstrip("\n")
+            if not line.strip():
+                continue
+            try:
+                yield line, ImpressionEvent.from_dict(json.loads(line)), ""
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                yield line, None, f"unreadable spill line: {type(e).__name__}: {e}"
+
+
+def replay(store: Store, path: Path | str, quarantine_path: Path | str, batch: int = 500) -> ReplayResult:
+    """Store the spilled events. The file is renamed *.replayed afterwards so a second replay does
+    not re-read it. If the database becomes unavailable midway, the events not yet stored stay
+    in the spill file for the next replay and StoreUnavailable is raised (with `.result`)."""
+    path, quarantine_path = Path(path), Path(quarantine_path)
+    result = ReplayResult()
+    for _ in range(2):  # a crashed replay's leftover first, then the current spill file
+        work = _take(path)
+        if work is None:
+            break
+        pending: list[tuple[str, ImpressionEvent]] = []
+        bad: list[tuple[dict | str, str]] = []
+        lines = _read(work)
+        for line, event, why in lines:
+            if event is None:
+                bad.append((line, why))
+            else:
+                pending.append((line, event))
+            if len(pending) >= batch:
+                _store(store, pending, result, bad, work, lines, quarantine_path)
+                pending = []
+        _store(store, pending, result, bad, work, lines, quarantine_path)
+        if bad:
+            quarantine(quarantine_path, bad)
+            result.quarantined += len(bad)
+        os.replace(work, path.with_name(path.name + REPLAYED))
+    return result
+
+
+def _store(store: Store, pending: list[tuple[str, ImpressionEvent]], result: ReplayResult,
+           bad: list[tuple[dict | str, str]], work: Path, rest: Iterator, quarantine_path: Path) -> None:
+    if not pending:
+        return
+    try:
+        new, rejected = store.add_impressions_each([e for _, e in pending])
+    except StoreUnavailable as e:
+        # keep what is not stored yet (this batch on) for the next replay; bad lines go to quarantine
+        left = [line for line, _ in pending] + [line for line, _, _ in rest]
+        tmp = work.with_name(work.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in left), encoding="utf-8")
+        os.replace(tmp, work)
+        if bad:
+            quarantine(quarantine_path, bad)
+            result.quarantined += len(bad)
+        result.remaining = len(left)
+        e.result = result  # type: ignore[attr-defined]
+        raise
+    bad.extend((ev.to_dict(), reason) for ev, reason in rejected)
+    result.stored += new
+    result.duplicates += len(pending) - len(rejected) - new

@@ -10,15 +10,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import case, func, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from state.db import Click, Impression, Passage, Shown, create_tables, make_engine, passage_hash
+from state.db import Click, Impression, Passage, Shown, create_tables, dialect_insert, make_engine, passage_hash
 
 
 class StoreError(Exception):
     pass
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or is busy: nothing was learned about the rows; retry later."""
+
+
+# Errors of the connection or the server's state, not of the row being written.
+_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError, sa_exc.TimeoutError)
+
+
+def _text(s: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: stored as U+FFFD (on every database, so both agree)."""
+    return s.replace("\x00", "\ufffd") if s is not None and "\x00" in s else s
 
 
 class UnknownRequest(StoreError):
@@ -73,8 +86,7 @@ class Store:
 
     def _insert_ignore(self, table):
         """INSERT ... ON CONFLICT DO NOTHING: replays of a batch and repeated clicks are no-ops."""
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        return dialect.insert(table).on_conflict_do_nothing()
+        return dialect_insert(self.engine, table).on_conflict_do_nothing()
 
     # ---- writes ------------------------------------------------------------------
     def add_impressions(self, events: Sequence[ImpressionEvent]) -> int:
@@ -85,13 +97,14 @@ class Store:
         imps, shown = [], []
         for e in events:
             imps.append({"request_id": e.request_id, "ts": e.ts, "domain": e.domain, "variant": e.variant,
-                         "model": e.model, "user_key": e.user_key, "query": e.query,
+                         "model": e.model, "user_key": _text(e.user_key), "query": _text(e.query),
                          "latency_ms": float(e.latency_ms), "n_documents": e.n_documents})
             for s in e.shown:
-                h = passage_hash(s.text)
-                passages[h] = s.text
+                text = _text(s.text)
+                h = passage_hash(text)
+                passages[h] = text
                 shown.append({"request_id": e.request_id, "position": s.position, "index": s.index,
-                              "doc_id": s.doc_id, "score": float(s.score), "passage_hash": h})
+                              "doc_id": _text(s.doc_id), "score": float(s.score), "passage_hash": h})
         with Session(self.engine) as db, db.begin():
             # Sorted keys: concurrent writers take row locks in one order (no PostgreSQL deadlock).
             db.execute(self._insert_ignore(Passage.__table__),
@@ -101,6 +114,28 @@ class Store:
             if shown:
                 db.execute(self._insert_ignore(Shown.__table__), shown)
         return len(new)
+
+    def add_impressions_each(self, events: Sequence[ImpressionEvent]
+                             ) -> tuple[int, list[tuple[ImpressionEvent, str]]]:
+        """Store what can be stored: the batch in one transaction, or, if the database refuses it,
+        row by row, so one bad row never costs the others. Returns (new rows, [(refused event,
+        reason)]). Raises StoreUnavailable when the database itself fails (then retry the batch)."""
+        try:
+            return self.add_impressions(events), []
+        except _UNAVAILABLE as e:
+            raise StoreUnavailable(str(e)) from e
+        except Exception as e:  # noqa: BLE001 - some row is bad: find it below
+            if len(events) == 1:
+                return 0, [(events[0], f"{type(e).__name__}: {e}")]
+        new, refused = 0, []
+        for e in events:
+            try:
+                new += self.add_impressions([e])
+            except _UNAVAILABLE as err:
+                raise StoreUnavailable(str(err)) from err
+            except Exception as err:  # noqa: BLE001 - this row's data (encoding, a length, a constraint)
+                refused.append((e, f"{type(err).__name__}: {err}"))
+        return new, refused
 
     def record_clicks(self, request_id: str, clicked: Iterable[int | str]) -> dict[str, Any]:
         """Validate clicks against the impression and store them; repeats change nothing.
@@ -219,3 +254,26 @@ class Store:
             q = q.where(Impression.ts >= since)
         with Session(self.engine) as db:
             return [tuple(r) for r in db.execute(q).all()]
+
+    def traffic(self, now: float | None = None) -> dict[str, dict[str, int]]:
+        """Impressions per domain: {domain: {last_hour, last_day, total}}, in one query."""
+        now = time.time() if now is None else now
+
+        def since(seconds: float):
+            return func.sum(case((Impression.ts >= now - seconds, 1), else_=0))
+
+        q = (select(Impression.domain, since(3600), since(86400), func.count())
+             .group_by(Impression.domain).order_by(Impression.domain))
+        with Session(self.engine) as db:
+            return {d: {"last_hour": int(h or 0), "last_day": int(day or 0), "total": int(n)}
+                    for d, h, day, n in db.execute(q).all()}
+
+    def arm_events(self, domain: str, since: float, until: float) -> list[tuple[float, str, bool]]:
+        """(ts, variant, clicked) per impression of a domain in [since, until): the A/B timeline's input."""
+        clicked = select(Click.request_id).distinct().subquery()
+        q = (select(Impression.ts, Impression.variant, clicked.c.request_id.is_not(None))
+             .outerjoin(clicked, clicked.c.request_id == Impression.request_id)
+             .where(Impression.domain == domain, Impression.ts >= since, Impression.ts < until)
+             .order_by(Impression.ts))
+        with Session(self.engine) as db:
+            return [(float(t), v, bool(c)) for t, v, c in db.execute(q).all()]

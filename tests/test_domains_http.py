@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import threading
 import time
@@ -106,6 +107,9 @@ def test_version_that_fails_to_load_in_the_pool_falls_back(service, version_tar,
     engine_files = ("model.onnx", "openvino_model.xml", "openvino_model.bin")
     for p in service.registry.version_dir("badload", "v1").iterdir():
         (broken / p.name).write_bytes(b"not a model graph" if p.name in engine_files else p.read_bytes())
+    manifest = json.loads((broken / "manifest.json").read_text())
+    del manifest["files"]  # its hashes describe v1's files, and would (rightly) refuse these
+    (broken / "manifest.json").write_text(json.dumps(manifest))
     assert reg.publish_dir("badload", broken, activate=True) == "v2"  # no load check on this path
     time.sleep(1)
     with service.client() as c:
@@ -162,3 +166,4 @@ def test_upload_safety_and_admin_token(service, version_tar):
         assert r.status_code == 401
         assert c.post("/v1/domains/Bad!/versions", content=b"", headers=service.admin).status_code == 422
     assert not service.registry.exists("safe")  # nothing half-done
+    assert not (service.registry.root / "safe").exists()  # no directory or `.staging/` left either

@@ -117,9 +117,12 @@ def test_health_readiness_and_metrics(service):
     with service.client() as c:
         assert c.get("/healthz").status_code == 200
         assert c.get("/readyz").json()["status"] == "ready"
+        assert c.post("/v1/domains", json={"domain": "metricsdomain"}, headers=service.admin).status_code == 201
         post(c, "/rerank?domain=metricsdomain", {"query": "q", "documents": ["a", "b"]})
-        post(c, "/rerank?domain=metricsdomain", {"query": "", "documents": ["a"]})
+        post(c, "/rerank?domain=metricsdomain", {"query": "q", "documents": ["a"] * 51})  # over max_documents
+        post(c, "/rerank?domain=not-registered", {"query": "q", "documents": ["a", "b"]})
         text = c.get("/metrics").text
     assert 'reranker_requests_total{domain="metricsdomain",model="base",variant="base"}' in text
     assert 'reranker_request_latency_seconds_count{domain="metricsdomain"' in text
-    assert 'reranker_errors_total' in text
+    assert 'reranker_errors_total{domain="metricsdomain",status="422"}' in text
+    assert 'domain="_other"' in text and "not-registered" not in text  # unregistered ids add no series

@@ -141,3 +141,21 @@ def test_db_url_selects_postgresql(monkeypatch):
     s = Store(Settings().database_url)
     assert s.engine.dialect.name == "postgresql"
     s.close()
+
+
+def test_a_bad_row_is_refused_alone_and_nul_is_stored(store):
+    """One transaction per batch, but a row the database refuses (a lone surrogate; on PostgreSQL also
+    an over-long user key) costs only itself; NUL, which PostgreSQL text cannot hold, is U+FFFD."""
+    d = f"t{uid()[:12]}"
+    good = [event(d, user=f"u{i}") for i in range(4)]
+    bad = [event(d, user="\ud800"), event(d, texts=("ok", "\udfff"))]
+    if store.engine.dialect.name == "postgresql":
+        bad.append(event(d, user="u" * 201))  # the column is varchar(200); SQLite ignores widths
+    nul = event(d, texts=("a\x00b",))
+    new, refused = store.add_impressions_each([good[0], bad[0], good[1], nul, *bad[1:], *good[2:]])
+    assert new == 5 and [e.request_id for e, _ in refused] == [e.request_id for e in bad]
+    assert all(reason for _, reason in refused)
+    assert store.count_impressions(d) == 5
+    stored = {i["request_id"]: i for i in store.iter_impressions(d)}
+    assert stored[nul.request_id]["shown"][0]["text"] == "a\ufffdb"
+    assert store.add_impressions_each(good) == (0, [])  # a replay: all already there

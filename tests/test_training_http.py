@@ -49,6 +49,8 @@ def test_job_trains_publishes_and_service_serves_it(service):
         assert rec["version"] == "scifact-http@v1" and rec["stage"] == "done"
         assert {g["gate"] for g in rec["gates"]} == {"quality", "parity", "latency_ms_per_pair", "size_bytes"}
         assert rec["sources"]["beir"]["split"] == "train" and "ndcg@10" in rec["metrics"]["candidate"]
+        steps = [p["step"] for p in rec["loss"]]  # the loss the trainer logged, kept in the record
+        assert steps and steps == sorted(steps) and steps[0] >= 1 and all(p["loss"] > 0 for p in rec["loss"])
         time.sleep(1)  # the registry cache TTL is 0.5 s
         models = set()
         for i in range(20):  # 50/50 A/B: some user keys land on the domain arm

@@ -60,7 +60,7 @@ def test_default_recipe_trains_exports_and_publishes(tmp_path):
     scored = VersionScorer(reg.version_dir("scifact", "v1")).score(
         "aspirin lowers heart attack risk", ["Aspirin reduced myocardial infarction.", "Bone density in mice."])
     assert scored.scores.shape == (2,) and ((scored.scores > 0) & (scored.scores < 1)).all()
-    assert not list((tmp_path / "models" / "scifact" / ".staging").iterdir())
+    assert not (tmp_path / "models" / "scifact" / ".staging").exists()  # no empty leftovers either
 
 
 def test_gate_that_cannot_pass_publishes_nothing_and_names_the_gate(tmp_path, monkeypatch):

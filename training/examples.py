@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
+# Sources whose labels are grades 1-5 (1 = not relevant); every other source labels 0/1.
+GRADED_SOURCES = ("labels", "expert_labels")
+
+
 class SourceError(ValueError):
     """Bad training input. The message names the file and line so the user can fix it."""
 

@@ -16,16 +16,23 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (steps done, total); raise to cancel
 DevScore = Callable[[Any], float]  # the model being trained -> its dev NDCG@10 (higher is better)
+LossLog = Callable[[int, float], None]  # (step, training loss the trainer logged)
 
 
-def _callbacks(progress: Progress | None, model: Any, dev_score: DevScore | None, history: list) -> list:
+def _callbacks(progress: Progress | None, model: Any, dev_score: DevScore | None, history: list,
+               on_loss: LossLog | None = None) -> list:
     from transformers import TrainerCallback
 
     out = []
-    if progress is not None:
+    if progress is not None or on_loss is not None:
         class _Report(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-                progress(state.global_step, state.max_steps)
+                if progress is not None:
+                    progress(state.global_step, state.max_steps)
+
+            def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+                if on_loss is not None and logs and "loss" in logs:
+                    on_loss(state.global_step, float(logs["loss"]))
 
         out.append(_Report())
     if dev_score is not None:
@@ -111,7 +118,7 @@ def max_rows(cfg: TrainConfig) -> int | None:
 
 def train_cross_encoder(model: Any, examples: list[Example], cfg: TrainConfig, *, new_head: bool,
                         progress: Progress | None = None, dev_score: DevScore | None = None,
-                        history: list | None = None) -> Any:
+                        history: list | None = None, on_loss: LossLog | None = None) -> Any:
     """BCE with pos_weight for binary labels; LambdaLoss over per-query lists for graded labels."""
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
@@ -140,7 +147,7 @@ def train_cross_encoder(model: Any, examples: list[Example], cfg: TrainConfig, *
     if (cap := max_rows(cfg)) and len(ds) > cap:
         ds = ds.select(range(cap))  # rows are shuffled (or per query): a seeded subset
     history = [] if history is None else history
-    callbacks = _callbacks(progress, model, dev_score, history)
+    callbacks = _callbacks(progress, model, dev_score, history, on_loss)
     with tempfile.TemporaryDirectory() as out:
         args = _args(CrossEncoderTrainingArguments, cfg, out, len(ds), **extra)
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=ds, loss=loss, callbacks=callbacks)
@@ -179,7 +186,7 @@ def bi_encoder_rows(examples: list[Example], cfg: TrainConfig) -> dict[str, list
 
 def train_bi_encoder(base_path: str, examples: list[Example], cfg: TrainConfig,
                      progress: Progress | None = None, dev_score: DevScore | None = None,
-                     history: list | None = None) -> Any:
+                     history: list | None = None, on_loss: LossLog | None = None) -> Any:
     """In-batch negatives + one mined hard negative per positive (MultipleNegativesRankingLoss), at
     train_max_length tokens (served at max_length); `history` receives the dev score of each epoch."""
     from datasets import Dataset
@@ -194,7 +201,7 @@ def train_bi_encoder(base_path: str, examples: list[Example], cfg: TrainConfig,
     model.max_seq_length = cfg.train_length
     loss = MultipleNegativesRankingLoss(model)
     history = [] if history is None else history
-    callbacks = _callbacks(progress, model, dev_score, history)
+    callbacks = _callbacks(progress, model, dev_score, history, on_loss)
     with tempfile.TemporaryDirectory() as out:
         # no duplicates in a batch: a repeated passage would be an in-batch false negative
         args = _args(SentenceTransformerTrainingArguments, cfg, out, len(ds),

@@ -26,6 +26,7 @@ class JobReporter(Reporter):
 
     def __init__(self, store: JobStore, job_id: str):
         self.store, self.job_id, self._last = store, job_id, 0.0
+        self._loss: list[dict[str, float]] = []
 
     def stage(self, name: str) -> None:
         self.store.check_cancel(self.job_id)
@@ -41,6 +42,11 @@ class JobReporter(Reporter):
 
     def update(self, **fields: Any) -> None:
         self.store.update(self.job_id, **fields)
+
+    def loss(self, step: int, value: float) -> None:
+        """The loss curve so far, in the record (`loss`): the trainer logs ~10 times per epoch."""
+        self._loss.append({"step": int(step), "loss": round(float(value), 6)})
+        self.store.update(self.job_id, loss=list(self._loss))
 
 
 def run_job(job_id: str, settings: Settings) -> dict[str, Any]:

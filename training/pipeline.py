@@ -25,7 +25,7 @@ from training import gates as G
 from training.bm25 import BM25Index, domain_language
 from training.config import TrainConfig
 from training.evaluate import Scorer, evaluate_systems, lexical_scorer, rerank, served_scorer, torch_scorer
-from training.examples import Example, SourceError
+from training.examples import GRADED_SOURCES, Example, SourceError
 from training.fusion_fit import fit_lexical_weight
 from training.metrics import score_run
 from training.negatives import add_negatives
@@ -45,6 +45,7 @@ class DataSpec:
     ragas: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     search_logs: bool = False  # read impressions/clicks of the domain from the event store
+    expert_labels: bool = False  # the domain's grades stored by the label queue (state/labels.py)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
@@ -57,6 +58,7 @@ class Reporter:
     def stage(self, name: str) -> None: ...
     def progress(self, done: int, total: int) -> None: ...
     def update(self, **fields: Any) -> None: ...
+    def loss(self, step: int, value: float) -> None: ...  # the trainer's logged training loss
 
 
 def load_sources(spec: DataSpec, domain: str, db_url: str) -> tuple[list[Example], dict, dict]:
@@ -82,19 +84,23 @@ def load_sources(spec: DataSpec, domain: str, db_url: str) -> tuple[list[Example
         ex, st = load_labels(p)
         examples += ex
         stats[f"labels:{Path(p).name}"] = st
-    if spec.search_logs:
+    if spec.search_logs or spec.expert_labels:  # the sources read from the service's database
         from state.store import Store
-        from training.sources.search_logs import examples_from_store
+        from training.sources import search_logs, stored_labels
 
         store = Store(db_url)
         try:
-            ex, st = examples_from_store(store, domain)
+            for name, read in (("search_logs", search_logs.examples_from_store),
+                               ("expert_labels", stored_labels.examples_from_store)):
+                if getattr(spec, name):
+                    ex, st = read(store, domain)
+                    examples += ex
+                    stats[name] = st
         finally:
             store.close()
-        examples += ex
-        stats["search_logs"] = st
     if not examples:
-        raise SourceError("no training data: give a BEIR directory, RAGAS/label files, or enable search logs")
+        raise SourceError("no training data: give a BEIR directory, RAGAS/label files, or enable search logs "
+                          "or expert labels (the enabled ones had no usable rows)")
     # passages of every source join the mining corpus, keyed by a stable id
     for e in examples:
         if e.doc_id is None:
@@ -120,13 +126,14 @@ class Heldout:
 
 
 def _labelled(examples: list[Example], qids: set[str]) -> tuple[dict, dict]:
-    """(queries, qrels) of the given query ids; expert grades 1-5 become 0-4 (1 means not relevant)."""
-    graded = any(e.label > 1 for e in examples)
+    """(queries, qrels) of the given query ids; expert grades 1-5 become 0-4 (1 means not relevant),
+    per example: graded sources beside binary ones."""
     queries, qrels = {}, {}
     for e in examples:
         if e.query_id in qids:
             queries[e.query_id] = e.query
-            qrels.setdefault(e.query_id, {})[e.doc_id] = int(e.label - 1 if graded else e.label > 0)
+            qrels.setdefault(e.query_id, {})[e.doc_id] = int(e.label - 1 if e.source in GRADED_SOURCES
+                                                             else e.label > 0)
     qrels = {q: d for q, d in qrels.items() if any(v > 0 for v in d.values())}
     return {q: queries[q] for q in qrels}, qrels
 
@@ -249,17 +256,18 @@ def fine_tune(data: Prepared, cfg: TrainConfig, settings: Settings, rep: Reporte
     kind = src.kind if cfg.model_kind == "auto" else cfg.model_kind
     dev_score, history = _dev_score(data, kind, cfg, settings), []
     t0 = time.time()
+    on_loss = getattr(rep, "loss", None)  # reporters are duck-typed (the CLI's bars, tests): loss is optional
     if kind == "bi-encoder":
         from training.finetune import train_bi_encoder
 
         model = train_bi_encoder(src.path, data.train, cfg, progress=rep.progress, dev_score=dev_score,
-                                 history=history)
+                                 history=history, on_loss=on_loss)
     else:
         from training.finetune import load_cross_encoder, train_cross_encoder
 
         model = load_cross_encoder(src.kind, src.path, cfg.max_length)
         model = train_cross_encoder(model, data.train, cfg, new_head=src.kind != "cross-encoder",
-                                    progress=rep.progress, dev_score=dev_score, history=history)
+                                    progress=rep.progress, dev_score=dev_score, history=history, on_loss=on_loss)
     return model, kind, time.time() - t0, history
 
 

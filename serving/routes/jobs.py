@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
+from serving import training_inputs
 from serving.auth import require_admin
 from serving.job_launcher import launch
-from serving.protocol import DomainPath, DomainQuery, JobList, JobRecord, TrainAccepted, TrainRequest, errors
+from serving.protocol import (DomainPath, DomainQuery, JobList, JobRecord, TrainAccepted, TrainingOptions,
+                              TrainRequest, errors)
 from state.jobs import JobNotFound, JobStore
+from state.uploads import UploadNotFound, UploadStore
 
 router = APIRouter(tags=["training"])
 
@@ -18,16 +21,17 @@ def _jobs(request: Request) -> JobStore:
 @router.post("/v1/domains/{domain}/train/reranker", status_code=202, response_model=TrainAccepted,
              dependencies=[Depends(require_admin)], responses=errors(401, 403, 422, 503))
 async def start_training(domain: DomainPath, body: TrainRequest, request: Request) -> TrainAccepted:
-    if not (body.beir or body.ragas or body.labels or body.search_logs):
-        raise HTTPException(422, "body: give at least one source (beir, ragas, labels or search_logs)")
+    if not (body.beir or body.ragas or body.labels or body.search_logs or body.expert_labels or body.uploads):
+        raise HTTPException(422, "body: give at least one source (beir, ragas, labels, search_logs, "
+                                 "expert_labels or uploads)")
+    data = {"beir": body.beir, "beir_split": body.split, "eval_split": body.eval_split, "ragas": list(body.ragas),
+            "labels": list(body.labels), "search_logs": body.search_logs, "expert_labels": body.expert_labels}
+    _add_uploads(data, domain, body.uploads, UploadStore(request.app.state.settings.home))
     train = dict(body.config)
     if body.max_queries:
         train["max_queries"] = body.max_queries
     jobs = _jobs(request)
-    record = jobs.create(domain, "reranker", {
-        "data": {"beir": body.beir, "beir_split": body.split, "eval_split": body.eval_split,
-                 "ragas": body.ragas, "labels": body.labels, "search_logs": body.search_logs},
-        "train": train, "activate": body.activate})
+    record = jobs.create(domain, "reranker", {"data": data, "train": train, "activate": body.activate})
     try:
         handle = launch(record["id"], request.app.state.settings)
     except Exception as e:  # noqa: BLE001 - the job could not start: say so in its record too
@@ -35,6 +39,34 @@ async def start_training(domain: DomainPath, body: TrainRequest, request: Reques
         raise HTTPException(503, f"could not start the training job: {e}") from None
     jobs.update(record["id"], ray_job_id=handle)
     return TrainAccepted(job_id=record["id"], status="queued")
+
+
+def _add_uploads(data: dict, domain: str, ids: list[str], uploads: UploadStore) -> None:
+    """Each upload id of the domain becomes the server path of its source."""
+    for i, upload_id in enumerate(ids):
+        try:
+            kind, path = uploads.get(domain, upload_id)["kind"], str(uploads.data_path(domain, upload_id))
+        except UploadNotFound:
+            raise HTTPException(422, f"uploads.{i}: unknown upload {upload_id!r} of domain {domain!r}") from None
+        if kind == "beir":
+            if data["beir"]:
+                raise HTTPException(422, f"uploads.{i}: one BEIR source per job, and this job already has one")
+            data["beir"] = path
+        else:
+            data[kind].append(path)
+
+
+@router.get("/v1/training/options", response_model=TrainingOptions, responses=errors(503))
+async def training_options(request: Request) -> TrainingOptions:
+    """The options a train request's `config` takes, with their defaults (what the admin page's form shows)."""
+    cached = getattr(request.app.state, "training_defaults", None)
+    if cached is None:
+        try:
+            cached = request.app.state.training_defaults = await training_inputs.defaults(
+                request.app.state.settings)
+        except training_inputs.InputsUnavailable as e:
+            raise HTTPException(503, str(e)) from None
+    return TrainingOptions(defaults=cached)
 
 
 @router.get("/v1/jobs", response_model=JobList, responses=errors(422))

@@ -2,19 +2,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import shutil
 import tempfile
-from functools import partial
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from scoring.scorer import load_check
+from scoring.scorer import load_check_shipped
+from serving import redact
 from serving.auth import require_admin
-from serving.protocol import (ActiveVersion, Deleted, DomainConfigUpdate, DomainInfo, DomainList, DomainPath,
-                              PromoteRequest, Published, errors)
-from serving.upload import UnsafeArchive, extract_version_archive
+from serving.protocol import (ActiveVersion, Deleted, DomainConfigUpdate, DomainCreate, DomainInfo, DomainList,
+                              DomainPath, PromoteRequest, Published, VersionPath, errors)
+from serving.upload import publish_upload
 from state.ids import model_id, parse_version, version_name
 from state.registry import Registry, RegistryError
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/domains", tags=["models"])
 ADMIN = [Depends(require_admin)]
@@ -22,11 +26,6 @@ ADMIN = [Depends(require_admin)]
 
 def _registry(request: Request) -> Registry:
     return request.app.state.registry
-
-
-def _check(request: Request):
-    """The load check with the engine the pool will serve versions with."""
-    return partial(load_check, engine=request.app.state.settings.engine)
 
 
 def _changed(request: Request, domain: str) -> None:
@@ -44,31 +43,49 @@ async def get_domain(domain: DomainPath, request: Request) -> DomainInfo:
     return DomainInfo(**_registry(request).describe(domain))
 
 
-@router.put("/{domain}", response_model=DomainInfo, dependencies=ADMIN, responses=errors(401, 403, 409, 422))
+@router.post("", status_code=201, response_model=DomainInfo, dependencies=ADMIN,
+             responses=errors(401, 403, 409, 422))
+async def create_domain(body: DomainCreate, request: Request) -> DomainInfo:
+    """A new domain with no versions yet (it answers with the base until one is published)."""
+    out = _registry(request).create(body.domain, ab_split=body.ab_split)
+    _changed(request, body.domain)
+    return DomainInfo(**out)
+
+
+@router.put("/{domain}", response_model=DomainInfo, dependencies=ADMIN, responses=errors(401, 403, 404, 409, 422))
 async def update_domain(domain: DomainPath, body: DomainConfigUpdate, request: Request) -> DomainInfo:
+    """Change an existing domain's config (404 for an unknown one: POST /v1/domains creates it)."""
     out = _registry(request).update_config(domain, ab_split=body.ab_split)
     _changed(request, domain)
     return DomainInfo(**out)
 
 
 @router.post("/{domain}/versions", status_code=201, response_model=Published, dependencies=ADMIN,
-             responses=errors(400, 401, 403, 413, 422))
+             responses=errors(400, 401, 403, 413, 422), openapi_extra={"requestBody": {
+                 "required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
 async def upload_version(domain: DomainPath, request: Request, activate: bool = Query(False)) -> Published:
-    """Body: a tar.gz of a version directory (model.onnx, tokenizer.json, manifest.json, ...)."""
-    reg = _registry(request)
-    with tempfile.TemporaryDirectory() as tmp:
-        archive = Path(tmp) / "upload.tar.gz"
+    """Body: a tar.gz of a version directory (model.onnx, tokenizer.json, manifest.json, ...).
+
+    Refused (400) if it is truncated or corrupt, unpacks to more than RERANKER_MAX_UPLOAD_UNPACKED_BYTES
+    or RERANKER_MAX_UPLOAD_MEMBERS, holds links/devices/absolute or '..' paths, lists sha256 values in
+    its manifest that the files do not have, or ships an engine file (model.onnx, the OpenVINO pair)
+    that does not load. Unpacking and checks run in a worker thread, off the event loop."""
+    reg, settings = _registry(request), request.app.state.settings
+    tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="upload-"))
+    try:
+        archive = tmp / "upload.tar.gz"
         with open(archive, "wb") as f:
-            async for chunk in request.stream():  # BodyLimit middleware enforces the upload limit
+            async for chunk in request.stream():  # BodyLimit middleware enforces the upload limit (413)
                 f.write(chunk)
         try:
-            root = extract_version_archive(archive, Path(tmp) / "x")
-        except UnsafeArchive as e:
-            raise HTTPException(400, f"upload refused: {e}") from e
-        try:
-            version = await asyncio.to_thread(reg.publish_dir, domain, root, False, _check(request))
-        except Exception as e:  # noqa: BLE001 - bad manifest, unloadable graph: the upload's fault
-            raise HTTPException(400, f"upload refused: {e}") from e
+            version = await asyncio.to_thread(
+                publish_upload, reg, domain, archive, tmp / "x", load_check_shipped,
+                max_bytes=settings.max_upload_unpacked_bytes, max_members=settings.max_upload_members)
+        except Exception as e:  # noqa: BLE001 - bad archive or manifest, unloadable graph: the upload's fault
+            log.warning("upload to %s refused: %s", domain, e)  # the full text, paths included, for the operator
+            raise HTTPException(400, f"upload refused: {redact.paths(str(e))}") from e
+    finally:
+        await asyncio.to_thread(shutil.rmtree, tmp, True)
     if activate:
         await _activate(request, domain, version)
     _changed(request, domain)
@@ -108,7 +125,7 @@ async def rollback(domain: DomainPath, request: Request) -> ActiveVersion:
 
 @router.delete("/{domain}/versions/{version}", response_model=Deleted, dependencies=ADMIN,
                responses=errors(401, 403, 404, 409, 422))
-async def delete_version(domain: DomainPath, version: str, request: Request) -> Deleted:
+async def delete_version(domain: DomainPath, version: VersionPath, request: Request) -> Deleted:
     _registry(request).delete_version(domain, version)
     _changed(request, domain)
     return Deleted(domain=domain, deleted=version)

@@ -3,10 +3,10 @@
 the URL names the domain). Same service underneath: A/B arms, impressions, metrics."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 
 from serving import ab
-from serving.protocol import DomainPath, RerankRequest, TeiInfo, TeiRank, TeiRerankRequest, errors
+from serving.protocol import DomainPath, RerankRequest, TeiInfo, TeiRank, TeiRerankRequest, UserKeyHeader, errors
 from serving.raw_scores import raw_scores
 from serving.rerank_service import BadRequest, RerankService
 from serving.routes.rerank import answer
@@ -16,14 +16,14 @@ _TEI_FIELDS = {"documents": "texts"}  # the service's field names in TEI's words
 
 
 @router.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True,
-             responses=errors(400, 413, 422))
-async def rerank(domain: DomainPath, body: TeiRerankRequest, request: Request,
-                 x_user_id: str | None = Header(None), x_session_id: str | None = Header(None)) -> list[TeiRank]:
+             responses=errors(400, 413, 422, 503))
+async def rerank(domain: DomainPath, body: TeiRerankRequest, request: Request, background: BackgroundTasks,
+                 x_user_id: UserKeyHeader = None, x_session_id: UserKeyHeader = None) -> list[TeiRank]:
     """TEI's rerank: ranks best first. `truncate` absent or false (TEI's default without --auto-truncate):
     a text that does not fit the model is a 413, as TEI answers; true: cut to the model's length."""
     req = RerankRequest(query=body.query, documents=body.texts)
     try:
-        response = await answer(request, req, domain, ab.user_key(None, x_user_id, x_session_id),
+        response = await answer(request, background, req, domain, ab.user_key(None, x_user_id, x_session_id),
                                 fit="truncate" if body.truncate else "refuse")
     except BadRequest as e:
         field = _TEI_FIELDS.get(e.field, e.field)
@@ -31,7 +31,7 @@ async def rerank(domain: DomainPath, body: TeiRerankRequest, request: Request,
     scores = [r.relevance_score for r in response.results]
     if body.raw_scores:
         service: RerankService = request.app.state.service
-        scores = raw_scores(scores, service.manifest(response.model), fused=bool(response.meta.get("fused"))).tolist()
+        scores = raw_scores(scores, service.manifest(response.model), fused=bool(response.meta.fused)).tolist()
     return [TeiRank(index=r.index, score=s, text=body.texts[r.index] if body.return_text else None)
             for r, s in zip(response.results, scores)]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import hashlib
 from pathlib import Path
+from typing import Iterable
 
 from training.examples import Example, SourceError, iter_jsonl, require_text
 
@@ -38,13 +39,17 @@ def load_labels(path: str | Path) -> tuple[list[Example], dict]:
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{path}: file not found")
+    return examples_from_rows((f"{path}:{n}", row) for n, row in _rows(path))
+
+
+def examples_from_rows(rows: Iterable[tuple[str, dict]], source: str = "labels") -> tuple[list[Example], dict]:
+    """(where, {query, document, relevance, doc_id?}) rows -> examples; `where` names a bad row."""
     out = []
-    for n, row in _rows(path):
-        where = f"{path}:{n}"
+    for where, row in rows:
         query = require_text(row.get("query"), "query", where)
         doc = require_text(row.get("document"), "document", where)
         rel = _relevance(row.get("relevance"), where)
         qid = "label-" + hashlib.sha256(query.encode()).hexdigest()[:16]
-        out.append(Example(qid, query, doc, rel, "labels", row.get("doc_id") or None))
+        out.append(Example(qid, query, doc, rel, source, row.get("doc_id") or None))
     hist = {str(r): sum(1 for e in out if e.label == r) for r in range(1, 6)}
     return out, {"pairs": len(out), "queries": len({e.query_id for e in out}), "relevance": hist}
