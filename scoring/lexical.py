@@ -217,8 +217,8 @@ class LexicalStats:
     def save(self, path: str | Path) -> None:
         data = {"format": 1, "analyzer": self.analyzer.config(), "n_docs": self.n_docs, "avgdl": self.avgdl,
                 "k1": self.k1, "b": self.b, "unknown_term_df": 0, "df": dict(sorted(self.df.items()))}
-        # mtime 0: the same statistics give the same bytes (and sha256)
-        with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        # no name, mtime 0: the same statistics give the same bytes (and sha256) wherever they are written
+        with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
             f.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
     @classmethod

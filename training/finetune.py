@@ -10,7 +10,7 @@ from collections import defaultdict
 from typing import Any, Callable
 
 from training.config import TrainConfig
-from training.examples import Example
+from training.examples import GRADED_SOURCES, Example
 
 log = logging.getLogger(__name__)
 
@@ -166,15 +166,14 @@ def bi_encoder_rows(examples: list[Example], cfg: TrainConfig) -> dict[str, list
         groups[e.query_id].append(e)
     per_query = []
     for es in groups.values():
-        pos = [e for e in es if e.label > 0]
-        neg = [e for e in es if e.label <= 0]
-        if any(e.label not in (0.0, 1.0) for e in es):
-            top = max(e.label for e in es)  # graded: the best-labelled passages are the positives
-            pos = [e for e in es if e.label == top]
-            neg = [e for e in es if e.label < top]
+        # relevant: label > 0 (binary, or BEIR grades such as NFCorpus' 1/2); expert grades 1-5: > 1.
+        # Positives best grade first (random within a grade); a judged-relevant passage is never a negative.
+        rel = [e for e in es if e.label > (1 if e.source in GRADED_SOURCES else 0)]
+        neg = [e for e in es if e.label <= (1 if e.source in GRADED_SOURCES else 0)]
         if not neg:
             continue  # MNRL still needs a hard negative column; queries without one are skipped
-        rng.shuffle(pos)
+        rng.shuffle(rel)
+        pos = sorted(rel, key=lambda e: -e.label)
         per_query.append([(p, rng.choice(neg)) for p in pos[: cfg.positives_per_query]])
     rng.shuffle(per_query)
     rows = [q[i] for i in range(cfg.positives_per_query) for q in per_query if i < len(q)]

@@ -125,6 +125,14 @@ class Heldout:
                        {q: dict(list(self.candidates[q].items())[:k]) for q in keep})
 
 
+def _grade(e: Example) -> int:
+    """An example's relevance for ranx: expert grades 1-5 -> 0-4; BEIR grades as they are; other
+    positive labels (0/1, click rates) -> at least 1."""
+    if e.source in GRADED_SOURCES:
+        return int(e.label - 1)
+    return max(1, round(e.label)) if e.label > 0 else 0
+
+
 def _labelled(examples: list[Example], qids: set[str]) -> tuple[dict, dict]:
     """(queries, qrels) of the given query ids; expert grades 1-5 become 0-4 (1 means not relevant),
     per example: graded sources beside binary ones."""
@@ -132,8 +140,7 @@ def _labelled(examples: list[Example], qids: set[str]) -> tuple[dict, dict]:
     for e in examples:
         if e.query_id in qids:
             queries[e.query_id] = e.query
-            qrels.setdefault(e.query_id, {})[e.doc_id] = int(e.label - 1 if e.source in GRADED_SOURCES
-                                                             else e.label > 0)
+            qrels.setdefault(e.query_id, {})[e.doc_id] = _grade(e)
     qrels = {q: d for q, d in qrels.items() if any(v > 0 for v in d.values())}
     return {q: queries[q] for q in qrels}, qrels
 
