@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent  # the project root: training/ sit
 
 # What a Ray Jobs submission never uploads with the code (gitignore syntax, relative to ROOT): the
 # nodes have the project's environment installed, and data and models live on the shared filesystem.
-UPLOAD_EXCLUDES = ["/.venv", "/venv", "/var", "/.git", "/.ci", "/tests", "/deploy", "/benchmarks/results",
+UPLOAD_EXCLUDES = ["/.venv", "/venv", "/var", "/.git", "/.ci", "/tests", "/deploy", "/docs", "/test-output",
+                   "/benchmarks/results",
                    "__pycache__/", ".pytest_cache/", "*.egg-info/", "*.onnx", "*.bin", "*.safetensors", "*.db",
                    "*.log", "*.tar.gz"]
 

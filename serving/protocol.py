@@ -163,8 +163,8 @@ class ModelList(BaseModel):
 class TeiRerankRequest(BaseModel):
     """TEI's POST /rerank body. Unknown keys are refused."""
     model_config = ConfigDict(extra="forbid")
-    query: str
-    texts: list[str]
+    query: str = Field(description="Must not be empty.", json_schema_extra={"pattern": r"\S"})
+    texts: list[str] = Field(description="At least one.", json_schema_extra={"minItems": 1})
     raw_scores: bool = Field(False, description="Scores before the model's activation (see README).")
     return_text: bool = False
     truncate: bool | None = Field(None, description="Cut texts to the model's length; false or absent (TEI's "
