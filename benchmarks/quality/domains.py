@@ -131,22 +131,24 @@ def main() -> None:
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--max-test", type=int, default=300, help="seeded subset of test queries")
     p.add_argument("--config", default="{}", help="training options as JSON (the same for every dataset)")
+    p.add_argument("--report-only", action="store_true", help="redraw the plot and print the table from the JSON")
     a = p.parse_args()
     from benchmarks.latency import machine
 
     path = RESULTS / "quality_domains.json"
-    results = json.loads(path.read_text()) if path.is_file() else {}
-    results.pop("machine", None)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in a.datasets:
-            started = machine()  # the load average when this dataset's run started
-            res = run_dataset(name, Path(a.data) / name, a, Path(tmp))
-            res["machine"] = {**started, "loadavg_end": os.getloadavg()}
-            results[name] = res
-            path.write_text(json.dumps(results, indent=2))
-            print(json.dumps({"dataset": name, "goals": res.get("goals"), "dev_gate": res.get("dev_gate")}),
-                  flush=True)
+    if not a.report_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in a.datasets:
+                started = machine()  # the load average when this dataset's run started
+                res = run_dataset(name, Path(a.data) / name, a, Path(tmp))
+                res["machine"] = {**started, "loadavg_end": os.getloadavg()}
+                # merged into the file as it is now: runs of other datasets may have written meanwhile
+                results = json.loads(path.read_text()) if path.is_file() else {}
+                results[name] = res
+                path.write_text(json.dumps(results, indent=2))
+                print(json.dumps(res), flush=True)
+    results = json.loads(path.read_text()) if path.is_file() else {}
     plot(results, RESULTS / "quality_domains.png")
     print(table(results))
 
