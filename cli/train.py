@@ -105,16 +105,20 @@ def train(domain: str = typer.Option(..., help="domain id"),
 def evaluate(domain: str = typer.Option(..., help="domain id (its active model is evaluated)"),
              beir: Path = typer.Option(..., exists=True, file_okay=False, help="BEIR directory"),
              split: str = typer.Option("test", help="qrels split to evaluate on"),
-             k: int = typer.Option(DEFAULT_K, help="rerank BM25's top k"),
+             k: int = typer.Option(DEFAULT_K, help="rerank the first stage's top k"),
              max_queries: Optional[int] = typer.Option(None, help="seeded subset of queries"),
              as_json: bool = typer.Option(False, "--json", help="print one JSON object")) -> None:
-    """Rerank BM25's top-k with the base and the domain's active model; print NDCG/MRR/MAP/Recall."""
+    """Rerank the language-aware BM25 top-k with the base and the domain's active model, scored as
+    served, and each of their parts alone; print NDCG/MRR/MAP/Recall/context precision."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from exporters.base_model import ensure_base
+    from scoring.cache import EmbeddingCache
+    from scoring.fusion import LocalLexical
+    from scoring.lexical import Analyzer
     from state.ids import model_id, validate_domain
     from state.registry import Registry
     from state.settings import Settings
-    from training.bm25 import BM25Index
+    from training.bm25 import BM25Index, domain_language
     from training.evaluate import evaluate_systems, version_scorer
     from training.sources.beir import load_beir
     from training.splits import subset
@@ -131,6 +135,9 @@ def evaluate(domain: str = typer.Option(..., help="domain id (its active model i
     queries = {q: data.queries[q] for q in qids}
     qrels = {q: data.qrels[q] for q in qids}
     bars = _Bars(not as_json)
+    version_dir = str(registry.version_dir(domain, active))
+    manifest = registry.manifest(domain, active)
+    language = (manifest.get("lexical") or {}).get("language") or domain_language(data.corpus, list(queries.values()))
 
     def progress(name: str, done: int, total: int) -> None:
         if bars.name != name:
@@ -139,19 +146,27 @@ def evaluate(domain: str = typer.Option(..., help="domain id (its active model i
 
     with _json_stdout(as_json):
         bars.stage("bm25")
-        cands = BM25Index(data.corpus).search(queries, k)
-        # scored as served: same engine and max length as the pool
+        cands = BM25Index(data.corpus, Analyzer(language)).search(queries, k)
+        # scored as served: same engine, max length and windows as the pool; one embedding cache, so the
+        # parts of a model cost one pass over the passages
         threads = max(1, min(2, os.cpu_count() or 1))
         served = {"threads": threads, "engine": settings.engine, "max_length": settings.max_length,
-                  "doc_tokens": settings.doc_tokens}
-        systems = {"bm25": None, "base": version_scorer(str(ensure_base(settings)), **served),
-                   "domain": version_scorer(str(registry.version_dir(domain, active)), **served)}
+                  "doc_tokens": settings.doc_tokens, "cache": EmbeddingCache(2 << 30)}
+        base_dir = str(ensure_base(settings))
+        systems = {"bm25": None,
+                   "base_neural": version_scorer(base_dir, **served),
+                   "base": version_scorer(base_dir, **served, local_lexical=LocalLexical(**settings.base_lexical())),
+                   "domain_neural": version_scorer(version_dir, **served, hybrid=False),
+                   "domain": version_scorer(version_dir, **served)}
+        if manifest.get("lexical"):
+            systems["lexical"] = version_scorer(version_dir, **served, lexical_only=True)
         res = evaluate_systems(systems, queries, qrels, cands, data.corpus, k, progress=progress)
     bars.close()
     res["domain"] = {"model": model_id(domain, active), **res["domain"]}
     res["base"] = {"model": settings.base_model, **res["base"]}
     out = {"dataset": data.name, "split": split, "queries": len(queries), "k": k, "engine": settings.engine,
-           "systems": res}
+           "language": language, "fusion": manifest.get("fusion"),
+           "base_lexical": {**settings.base_lexical(), "languages": settings.base_languages}, "systems": res}
     if as_json:
         typer.echo(json.dumps(out))
     else:

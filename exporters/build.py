@@ -8,7 +8,9 @@ from typing import Any, Callable
 
 from exporters import checks, onnx_export, openvino_export, quantize
 from exporters.source import ModelSource, load, resolve
-from scoring.files import CONFIG, MANIFEST, MODEL_ONNX
+from scoring.files import CONFIG, FUSION, LEXICAL_STATS, MANIFEST, MODEL_ONNX
+from scoring.fusion import Fusion
+from scoring.lexical import LexicalStats
 from scoring.scorer import VersionScorer
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -26,9 +28,12 @@ def no_progress(stage: str, done: int, total: int) -> None:
 def build_version(source: str | ModelSource, out_dir: Path, *, max_length: int = 256, threads: int = 1,
                   pairs: list[checks.Pair] | None = None, rule: checks.ParityRule = checks.ParityRule(),
                   extra: dict[str, Any] | None = None, openvino: bool = False,
+                  lexical: LexicalStats | None = None, fusion: Fusion | None = None,
                   progress: Progress = no_progress) -> dict[str, Any]:
     """Write model.onnx (int8), tokenizer files, config.json and manifest.json into out_dir; with
-    `openvino`, also openvino_model.xml/.bin (static int8) when it passes the same parity check.
+    `openvino`, also openvino_model.xml/.bin (static int8) when it passes the same parity check; with
+    `lexical` and `fusion`, a hybrid model: lexical.json.gz and fusion.json, and the parity and latency
+    checks measure the whole model (neural + lexical + fusion).
 
     Raises ExportError if parity fails. Returns the manifest (without version: the registry adds it).
     """
@@ -39,6 +44,14 @@ def build_version(source: str | ModelSource, out_dir: Path, *, max_length: int =
     step("load")
     model = load(src, max_length)
     manifest = _describe(model, src, max_length, out_dir) | (extra or {})
+    if (lexical is None) != (fusion is None):
+        raise ValueError("a hybrid model needs both lexical statistics and fusion weights")
+    if lexical is not None and fusion is not None:
+        lexical.save(out_dir / LEXICAL_STATS)
+        fusion.save(out_dir / FUSION)
+        manifest["lexical"] = {"language": lexical.analyzer.language, "analyzer": lexical.analyzer.config(),
+                               "passages": lexical.n_docs, "terms": len(lexical.df), "k1": lexical.k1, "b": lexical.b}
+        manifest["fusion"] = {"type": "zsum", "weights": list(fusion.weights)}
     pairs = pairs or checks.load_sample_pairs()
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
@@ -46,11 +59,16 @@ def build_version(source: str | ModelSource, out_dir: Path, *, max_length: int =
         onnx_export.export_onnx(model, src.kind, fp32)
         scorer, par = _quantize_ladder(model, src.kind, fp32, out_dir, manifest, pairs, rule, threads, step)
         manifest["parity"] = par
+        served = scorer
         if openvino:
             step("openvino")
             manifest["openvino"] = _build_openvino(model, src.kind, fp32, out_dir, scorer, pairs, rule)
+            if manifest["openvino"]["passed"]:
+                served = VersionScorer(out_dir, threads=threads, max_length=max_length, engine="openvino")
     step("latency")
     manifest["ms_per_pair_256"] = checks.ms_per_pair(scorer, tokens=256)
+    if scorer.hybrid:
+        manifest["lexical_overhead"] = checks.lexical_overhead(served, out_dir)
     manifest["latency_threads"] = threads
     manifest["size_bytes"] = checks.dir_size(out_dir)
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -12,6 +12,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from exporters.source import Kind
+from scoring.fusion import fuse
 from scoring.scorer import VersionScorer
 
 SAMPLE_PAIRS = Path(__file__).parent / "data" / "sample_pairs.jsonl"
@@ -96,10 +97,24 @@ def ndcg_at_10(scores: np.ndarray, pairs: list[Pair]) -> float | None:
     return float(evaluate(Qrels(qrels), Run(run), "ndcg@10"))
 
 
+def fused_reference(runtime: VersionScorer, ref: np.ndarray, pairs: list[Pair]) -> np.ndarray:
+    """The torch model's scores with the runtime's lexical part fused in, per query as served: parity
+    of a hybrid model is the whole model's."""
+    out = ref.copy()
+    for q, idx in by_query(pairs).items():
+        part = runtime.lexical_part(q, [pairs[i].passage for i in idx], runtime.max_length, truncate=True)
+        if part is not None:
+            out[idx] = fuse(ref[idx], *part)
+    return out
+
+
 def parity(model: Any, kind: Kind, runtime: VersionScorer, pairs: list[Pair]) -> dict[str, Any]:
     ref, got = torch_scores(model, kind, pairs), onnx_scores(runtime, pairs)
+    if runtime.hybrid:
+        ref = fused_reference(runtime, ref, pairs)
     rho = float(spearmanr(ref, got).statistic)
-    out: dict[str, Any] = {"pairs": len(pairs), "queries": len({p.query for p in pairs}), "spearman": rho, "max_abs_diff": float(np.max(np.abs(ref - got)))}
+    out: dict[str, Any] = {"pairs": len(pairs), "queries": len({p.query for p in pairs}), "spearman": rho,
+                           "max_abs_diff": float(np.max(np.abs(ref - got))), "whole_model": runtime.hybrid}
     nd_ref, nd_got = ndcg_at_10(ref, pairs), ndcg_at_10(got, pairs)
     if nd_ref is not None and nd_got is not None:
         out.update({"ndcg@10_torch": nd_ref, "ndcg@10_onnx": nd_got})
@@ -133,6 +148,20 @@ def ms_per_pair(runtime: VersionScorer, tokens: int = 256, batch: int = 16, repe
     finally:
         runtime.max_length = saved
     return float(np.median(times))
+
+
+def lexical_overhead(runtime: VersionScorer, version_dir: Path, repeats: int = 3) -> dict[str, Any]:
+    """ms/pair of the whole hybrid model against its neural part alone, same engine and inputs,
+    measured alternately (the median of each) so that a change in machine load hits both."""
+    neural = VersionScorer(version_dir, threads=runtime.threads, max_length=runtime.max_length,
+                           engine=runtime.engine, hybrid=False)
+    whole, alone = [], []
+    for _ in range(repeats):
+        alone.append(ms_per_pair(neural))
+        whole.append(ms_per_pair(runtime))
+    w, n = float(np.median(whole)), float(np.median(alone))
+    return {"engine": runtime.engine, "ms_per_pair_whole": round(w, 3), "ms_per_pair_neural": round(n, 3),
+            "ratio": round(w / n, 4)}
 
 
 def dir_size(path: Path) -> int:

@@ -3,12 +3,15 @@
 tokenizers + numpy + one inference engine, so a pool replica stays small and loads a model in well
 under a second: onnxruntime on `model.onnx` (dynamic int8, every version has it), or OpenVINO on
 `openvino_model.xml` (static int8, the default engine, built by the exporter when it passes parity).
+A hybrid version (`lexical.json.gz` + `fusion.json`) fuses the neural score with BM25 over the domain's
+statistics (scoring/lexical.py, scoring/fusion.py); the neural part stays cacheable, the lexical part
+is computed per request.
 """
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +20,9 @@ from tokenizers import Encoding, Tokenizer
 
 from scoring.cache import EmbeddingCache, text_key
 from scoring.engines import OnnxRuntimeEngine, OpenVinoEngine
-from scoring.files import MANIFEST, MODEL_ONNX, OPENVINO_BIN, OPENVINO_XML, TOKENIZER, Engine
+from scoring.files import FUSION, LEXICAL_STATS, MANIFEST, MODEL_ONNX, OPENVINO_BIN, OPENVINO_XML, TOKENIZER, Engine
+from scoring.fusion import Fusion, LexicalPart, LocalLexical, fuse
+from scoring.lexical import LexicalStats
 from scoring.windows import Windower, aggregate
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,7 @@ class Scored:
     truncated: int  # documents cut at the per-document token cap (or, with truncate, at the window)
     windows: int = 0  # windows of every document (model inputs, cached ones included)
     cached: int = 0  # documents answered from the embedding cache (bi-encoders)
+    fused: bool = False  # scores are sigmoid(z-sum of neural and lexical) (scoring/fusion.py)
 
 
 class TooManyTokens(ValueError):
@@ -56,11 +62,17 @@ class VersionScorer:
     """One loaded version. Cross-encoders: sigmoid(logit). Bi-encoders: (cosine + 1) / 2.
 
     A document longer than the model's window is scored over overlapping windows up to
-    `doc_tokens` tokens (scoring/windows.py); its score is its best window's."""
+    `doc_tokens` tokens (scoring/windows.py); its score is its best window's.
+
+    hybrid: fuse with the version's lexical scorer when it ships one (False: the neural part alone).
+    local_lexical: for a version without one (the base), fuse with BM25 over the request's own
+    documents at these weights (None: neural alone). The lexical part reads what the neural part
+    reads: each document up to the token cap (with truncate, up to the model's window)."""
 
     def __init__(self, version_dir: Path | str, threads: int = 1, max_length: int = 256, batch_size: int = 16,
                  engine: Engine = "onnxruntime", doc_tokens: int = 4096, window_overlap: int = 32,
-                 window_aggregate: str = "max", cache: EmbeddingCache | None = None):
+                 window_aggregate: str = "max", cache: EmbeddingCache | None = None, hybrid: bool = True,
+                 local_lexical: LocalLexical | None = None):
         self.dir = Path(version_dir)
         self.manifest = json.loads((self.dir / MANIFEST).read_text())
         self.kind = self.manifest["kind"]
@@ -80,6 +92,14 @@ class VersionScorer:
         self.windows = Windower(Tokenizer.from_file(str(self.dir / TOKENIZER)), self.kind,
                                 min(max_length, int(self.manifest.get("max_length", max_length))), window_overlap)
         self.pad_id = int(self.manifest.get("pad_token_id", 0))
+        self.hybrid = hybrid and (self.dir / LEXICAL_STATS).is_file()
+        self.lexical = (LexicalPart(LexicalStats.load(self.dir / LEXICAL_STATS), Fusion.load(self.dir / FUSION))
+                        if self.hybrid else LexicalPart(local=local_lexical))
+
+    @property
+    def language(self) -> str | None:
+        """The domain's language (from its lexical statistics); None for a version without them."""
+        return self.lexical.domain.analyzer.language if self.lexical.domain else None
 
     @property
     def max_length(self) -> int:
@@ -135,6 +155,25 @@ class VersionScorer:
         if not documents:
             return Scored(np.zeros(0, dtype=np.float32), 0, 0)
         cap = max_tokens_per_doc or self.doc_tokens
+        neural = self.score_neural(query, documents, cap, truncate, max_total_tokens, stop)
+        lexical = self.lexical_part(query, documents, cap, truncate)
+        if lexical is None:
+            return neural
+        scores, weights = lexical
+        return replace(neural, scores=fuse(neural.scores, scores, weights), fused=True)
+
+    def lexical_part(self, query: str, documents: list[str], cap: int,
+                     truncate: bool = False) -> tuple[np.ndarray, tuple[float, float]] | None:
+        """(BM25 of each document, fusion weights), or None when this request is not fused. BM25 reads
+        each document as the neural part does: up to the token cap (truncate: up to the window)."""
+        if not self.lexical.active or len(documents) < 2:
+            return None
+        texts, _ = self.windows.cap_documents(documents, self.max_length if truncate else cap)
+        return self.lexical(query, texts)
+
+    def score_neural(self, query: str, documents: list[str], cap: int, truncate: bool = False,
+                     max_total_tokens: int | None = None, stop: Callable[[], bool] | None = None) -> Scored:
+        """The neural part alone (sigmoid(logit) or (cosine + 1) / 2), max over windows."""
         if self.kind == "bi-encoder":
             return self._score_bi_encoder(query, documents, cap, truncate, max_total_tokens, stop)
         _, w = self.windows.encode(query, documents, cap, first_only=truncate)
@@ -178,7 +217,8 @@ def _within_bound(inputs: list[Encoding], windows: int, bound: int | None) -> No
 def load_check(version_dir: Path | str, engine: Engine) -> None:
     """A version must load and score with the engine that will serve it before it may serve; raises
     on any problem (the other engine's files are covered by the registry's sha256 check)."""
-    VersionScorer(version_dir, threads=1, engine=engine).score("check", ["check"])
+    # two documents: a hybrid version's lexical part and fusion run too
+    VersionScorer(version_dir, threads=1, engine=engine).score("check", ["check", "a second check"])
 
 
 def shipped_engines(version_dir: Path | str) -> list[Engine]:

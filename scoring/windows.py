@@ -84,7 +84,7 @@ class Windower:
         limit = self.max_length // 2
         return query if len(enc.ids) <= limit else query[: enc.offsets[limit - 1][1]]
 
-    def _cap_documents(self, documents: list[str], cap: int) -> tuple[list[str], np.ndarray]:
+    def cap_documents(self, documents: list[str], cap: int) -> tuple[list[str], np.ndarray]:
         """Cut documents longer than `cap` tokens (at a token boundary); which were cut."""
         cut = np.zeros(len(documents), dtype=bool)
         long = [i for i, d in enumerate(documents) if len(d) * MAX_TOKENS_PER_CHAR > cap]
@@ -103,7 +103,7 @@ class Windower:
 
         first_only: score only each document's first window (a plain truncation); `truncated` then
         counts the documents that did not fit in it."""
-        docs, cut = (documents, None) if first_only else self._cap_documents(documents, cap)
+        docs, cut = (documents, None) if first_only else self.cap_documents(documents, cap)
         if self.kind == "cross-encoder":
             q = self._cap_query(query)
             encs, query_enc = self._pairs.encode_batch([(q, d) for d in docs]), None
@@ -123,7 +123,7 @@ class Windower:
         its model so that evaluation sees what serving scores. (texts, owner, documents cut)."""
         _, w = self.encode(query, documents, cap)
         doc_seq = 1 if self.kind == "cross-encoder" else 0
-        docs, _ = self._cap_documents(documents, cap)
+        docs, _ = self.cap_documents(documents, cap)
         out = []
         for enc, d in zip(w.encodings, w.owner):
             spans = [off for off, s in zip(enc.offsets, enc.sequence_ids) if s == doc_seq]

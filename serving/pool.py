@@ -19,6 +19,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from scoring.cache import EmbeddingCache
+from scoring.fusion import LocalLexical
 from scoring.scorer import Scored, Stopped, TooManyTokens, VersionScorer
 from serving import overload
 from state.ids import BASE_MODEL_ID, split_model_id
@@ -39,13 +40,15 @@ class PoolCore:
         self.settings = settings
         self.registry = Registry(settings.registry_root)
         self.cache = EmbeddingCache(settings.embedding_cache_mb << 20) if settings.embedding_cache_mb else None
-        self.base = self._open(base_dir)
+        # the base fuses BM25 over the request's own documents; domain versions bring their own statistics
+        self.base = self._open(base_dir, LocalLexical(**settings.base_lexical()))
 
-    def _open(self, version_dir: Path | str) -> VersionScorer:
+    def _open(self, version_dir: Path | str, local_lexical: LocalLexical | None = None) -> VersionScorer:
         s = self.settings
         return VersionScorer(version_dir, threads=s.pool_threads, max_length=s.max_length,
                              batch_size=s.batch_size, engine=s.engine, doc_tokens=s.doc_tokens,
-                             window_overlap=s.window_overlap, window_aggregate=s.window_aggregate, cache=self.cache)
+                             window_overlap=s.window_overlap, window_aggregate=s.window_aggregate, cache=self.cache,
+                             local_lexical=local_lexical)
 
     def load(self, model_id: str) -> VersionScorer:
         domain, version = split_model_id(model_id)

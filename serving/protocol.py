@@ -123,6 +123,9 @@ class RerankMeta(BaseModel):
     truncated_documents: int = Field(description="Documents cut at max_tokens_per_doc (TEI: at the model's length).")
     latency_ms: float
     reason: str | None = Field(None, description="Why the base answered a domain that has a model.")
+    fused: bool | None = Field(None, description="True: each relevance_score is the sigmoid of a weighted sum "
+                               "of the neural and the BM25 score, each z-normalised over this request's "
+                               "documents (comparable within this response only).")
     api_version: ApiVersion
     billed_units: BilledUnits
 

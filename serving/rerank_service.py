@@ -194,6 +194,8 @@ class RerankService:
                                 "truncated_documents": scored.truncated, "cached_documents": scored.cached,
                                 "latency_ms": round(latency_ms, 2), "api_version": {"version": api_version},
                                 "billed_units": {"search_units": math.ceil(len(texts) / DOCUMENTS_PER_SEARCH_UNIT)}}
+        if scored.fused:  # sigmoid of neural and lexical z-scores (scoring/fusion.py)
+            meta["fused"] = True
         if arm.reason:
             meta["reason"] = arm.reason
         response = RerankResponse(id=uuid.uuid4().hex, results=results, model=arm.model_id, domain=domain,

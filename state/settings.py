@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     # a document seen before costs no inference. 0 turns it off.
     embedding_cache_mb: int = Field(64, ge=0)
 
+    # The base model has no domain statistics: its score is fused with BM25 over the request's own
+    # documents (scoring/fusion.py), z-sum weight base_lexical_weight for a language in base_languages
+    # (comma-separated ISO 639-1 codes, "*" = every language) and base_lexical_weight_uncovered for any
+    # other language (detected per request). 0 serves the base's neural score alone. Defaults chosen on
+    # the dev splits of SciFact, NFCorpus (English) and JaQuAD (Japanese): training/README.md.
+    base_lexical_weight: float = Field(0.35, ge=0, le=1)
+    base_lexical_weight_uncovered: float = Field(0.7, ge=0, le=1)
+    base_languages: str = "en"
+
     max_documents: int = 1000
     max_body_bytes: int = 5_000_000
     max_upload_bytes: int = 2_000_000_000  # a version upload as sent (tar.gz)
@@ -112,6 +121,12 @@ class Settings(BaseSettings):
     def builds_openvino(self) -> bool:
         """Exports (base, push, training) also build the OpenVINO model."""
         return self.engine == "openvino"
+
+    def base_lexical(self) -> dict:
+        """Keyword arguments of scoring.fusion.LocalLexical for the base model."""
+        langs = {x.strip() for x in self.base_languages.split(",") if x.strip()}
+        return {"weight": self.base_lexical_weight, "weight_uncovered": self.base_lexical_weight_uncovered,
+                "languages": None if "*" in langs else frozenset(langs)}
 
     @property
     def registry_root(self) -> Path:

@@ -200,7 +200,7 @@ def test_grade_with_the_keyboard_then_train_on_the_labels(page, service, setting
     error = page.locator("#job-error")
     assert page.locator("#job .badge").inner_text() == "succeeded", error.inner_text() if error.count() else ""
     expect(page.locator("#job-result")).to_have_text(f"Published {domain}@v1.")
-    expect(page.locator("#job-gates li.pass")).to_have_count(4)
+    expect(page.locator("#job-gates li.pass")).to_have_count(5)  # quality, parity, ms/pair, size, lexical overhead
     assert page.evaluate("Boolean(Chart.getChart(document.getElementById('loss-chart')))")
     shot(page, "job")
     with service.client() as c:

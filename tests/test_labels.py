@@ -141,7 +141,7 @@ def test_dev_qrels_keep_binary_and_graded_sources_apart():
           Example("g1", "gamma query", "gamma passage", 5.0, "expert_labels", "d3"),
           Example("g1", "gamma query", "delta passage", 1.0, "expert_labels", "d4")]
     corpus = {e.doc_id: e.passage for e in ex}
-    _, queries, qrels, cands = _heldout(ex, DataSpec(), TrainConfig(dev_fraction=1.0, eval_k=4), corpus,
-                                        BM25Index(corpus))
-    assert qrels == {"b1": {"d1": 1}, "b2": {"d2": 1}, "g1": {"d3": 4, "d4": 0}}
-    assert set(queries) == set(qrels) and "d4" in cands["g1"]
+    _, dev, _ = _heldout(ex, DataSpec(), TrainConfig(dev_fraction=1.0, eval_k=4), corpus, BM25Index(corpus))
+    assert dev.qrels == {"b1": {"d1": 1}, "b2": {"d2": 1}, "g1": {"d3": 4, "d4": 0}}
+    # corpus-less sources: each query's candidates are its judged set, for every system
+    assert set(dev.queries) == set(dev.qrels) and set(dev.candidates["g1"]) == {"d3", "d4"} and dev.judged == 3

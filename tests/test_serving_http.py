@@ -126,3 +126,60 @@ def test_health_readiness_and_metrics(service):
     assert 'reranker_request_latency_seconds_count{domain="metricsdomain"' in text
     assert 'reranker_errors_total{domain="metricsdomain",status="422"}' in text
     assert 'domain="_other"' in text and "not-registered" not in text  # unregistered ids add no series
+
+
+def test_the_base_fuses_request_local_bm25(service):
+    """The served base has no domain statistics: its cosine is fused with BM25 over the request's own
+    documents (meta.fused); one document has nothing to normalise over and is not fused."""
+    docs = [UNRELATED[0], PARIS, UNRELATED[1]]
+    with service.client() as c:
+        many = post(c, "/rerank", {"query": "What is the capital of France?", "documents": docs}).json()
+        one = post(c, "/rerank", {"query": "What is the capital of France?", "documents": [PARIS]}).json()
+    assert many["meta"]["fused"] is True and many["results"][0]["index"] == 1
+    assert "fused" not in one["meta"]
+
+
+def test_a_hybrid_domain_version_is_served_fused(service, tmp_path):
+    """A version that ships lexical.json.gz + fusion.json: its scores are the z-sum of its neural score
+    and BM25 with the domain's statistics, as VersionScorer computes them; TEI's raw score is the z-sum."""
+    import math
+    import shutil
+
+    from scoring.fusion import Fusion
+    from scoring.lexical import Analyzer, LexicalStats
+    from scoring.scorer import VersionScorer
+
+    vdir = tmp_path / "hybrid"
+    shutil.copytree(service.base_dir, vdir)
+    (vdir / "manifest.json").unlink()  # publish_dir writes the manifest with every file's sha256
+    man = json.loads((service.base_dir / "manifest.json").read_text())
+    (vdir / "manifest.json").write_text(json.dumps({k: v for k, v in man.items() if k != "files"}))
+    an = Analyzer("en")
+    LexicalStats.fit(an.batch([PARIS, *UNRELATED, "France is a country in Europe."]), an).save(vdir / "lexical.json.gz")
+    Fusion.with_lexical_weight(0.3).save(vdir / "fusion.json")
+    reg = service.registry
+    version = reg.publish_dir("hybrid", vdir, activate=True)
+    reg.update_config("hybrid", ab_split=1.0)
+    docs = [UNRELATED[0], PARIS, UNRELATED[1], "France is a country in Europe."]
+    query = "What is the capital of France?"
+    with service.client() as c:
+        r = post(c, "/rerank?domain=hybrid", {"query": query, "documents": docs})
+        tei = c.post("/tei/hybrid/rerank", json={"query": query, "texts": docs, "raw_scores": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == f"hybrid@{version}" and body["variant"] == "domain" and body["meta"]["fused"] is True
+    got = {x["index"]: x["relevance_score"] for x in body["results"]}
+    local = VersionScorer(reg.version_dir("hybrid", version), engine=service_engine(vdir)).score(query, docs)
+    assert local.fused
+    assert got == pytest.approx(dict(enumerate(local.scores.tolist())), abs=1e-5)
+    raw = {x["index"]: x["score"] for x in tei.json()}
+    assert raw == pytest.approx({i: math.log(s / (1 - s)) for i, s in got.items()}, abs=1e-3)
+    assert abs(sum(raw.values())) < 1e-3  # a z-sum: centred on the request's documents
+
+
+def service_engine(vdir):
+    """The engine the session service scores with: OpenVINO when the version ships it (the default)."""
+    from state.settings import Settings
+
+    engine = Settings().engine
+    return engine if engine == "onnxruntime" or (vdir / "openvino_model.xml").is_file() else "onnxruntime"

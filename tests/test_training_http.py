@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/da
 TINY = {"epochs": 1, "batch_size": 8, "max_length": 96, "negatives_per_query": 1, "random_negatives": 1,
         "eval_k": 10, "dev_fraction": 0.25, "threads": 2,
         "min_gain": -1.0,  # machinery, not quality: 12 training queries cannot show a gain
-        "max_ms_per_pair": 1e6}  # the shared CPU's load decides ms/pair; the gate is still reported
+        "max_ms_per_pair": 1e6, "max_lexical_overhead": 1e6}  # the shared CPU's load decides ms/pair; the gates are still reported
 
 
 def wait(client, job_id: str, timeout: float = 900) -> dict:
@@ -47,16 +47,18 @@ def test_job_trains_publishes_and_service_serves_it(service):
         rec = wait(c, job_id)
         assert rec["status"] == "succeeded", rec.get("error")
         assert rec["version"] == "scifact-http@v1" and rec["stage"] == "done"
-        assert {g["gate"] for g in rec["gates"]} == {"quality", "parity", "latency_ms_per_pair", "size_bytes"}
+        assert {g["gate"] for g in rec["gates"]} == {"quality", "parity", "latency_ms_per_pair", "size_bytes",
+                                                     "lexical_overhead"}  # a hybrid model: neural + BM25
         assert rec["sources"]["beir"]["split"] == "train" and "ndcg@10" in rec["metrics"]["candidate"]
         steps = [p["step"] for p in rec["loss"]]  # the loss the trainer logged, kept in the record
         assert steps and steps == sorted(steps) and steps[0] >= 1 and all(p["loss"] > 0 for p in rec["loss"])
         time.sleep(1)  # the registry cache TTL is 0.5 s
-        models = set()
+        answers = []
         for i in range(20):  # 50/50 A/B: some user keys land on the domain arm
-            models.add(c.post("/rerank?domain=scifact-http", json={
-                "query": "q", "documents": ["a", "b"], "user_id": f"user-{i}"}).json()["model"])
-        assert "scifact-http@v1" in models
+            answers.append(c.post("/rerank?domain=scifact-http", json={
+                "query": "q", "documents": ["a", "b"], "user_id": f"user-{i}"}).json())
+        assert "scifact-http@v1" in {a["model"] for a in answers}
+        assert all(a["meta"].get("fused") for a in answers)  # the hybrid domain model and the base alike
 
 
 def test_gate_failure_through_api_and_cancel(service):

@@ -4,13 +4,18 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
+from scoring.fusion import fuse
 from scoring.scorer import VersionScorer
 from state.registry import Registry
 from state.settings import Settings
 from training.config import TrainConfig
-from training.pipeline import DataSpec, run
+from training import gates as G
+from training.bm25 import BM25Index
+from training.pipeline import DataSpec, _heldout, run
+from training.sources.beir import beir_examples, load_beir
 
 from tests.conftest import SCIFACT
 
@@ -22,7 +27,7 @@ TINY = dict(max_queries=16, epochs=1, batch_size=8, max_length=96, negatives_per
             eval_k=10, dev_fraction=0.25, threads=2,
             # ms/pair depends on how loaded the shared CPU is; the gate is still computed and reported
             # (absolute limit only: no base model is built in these tests' fresh homes)
-            max_ms_per_pair=1e6, max_ms_ratio_to_base=None)
+            max_ms_per_pair=1e6, max_ms_ratio_to_base=None, max_lexical_overhead=1e6)
 
 
 class Recorder:
@@ -52,14 +57,32 @@ def test_default_recipe_trains_exports_and_publishes(tmp_path):
     assert any(t > 0 and d == t for d, t in rec.steps)
     man = reg.manifest("scifact", "v1")
     assert man["kind"] == "bi-encoder" and man["parity"]["passed"]
-    assert {g["gate"] for g in man["gates"]} == {"quality", "parity", "latency_ms_per_pair", "size_bytes"}
+    assert {g["gate"] for g in man["gates"]} == {"quality", "parity", "latency_ms_per_pair", "size_bytes",
+                                                 "lexical_overhead"}
     assert all(g["passed"] for g in man["gates"]) and man["gates"][2]["value"] == round(man["ms_per_pair_256"], 2)
-    assert set(man["evaluation"]) >= {"bm25", "base", "candidate"} and "ndcg@10" in man["evaluation"]["candidate"]
+    quality = man["gates"][0]
+    assert quality["gate"] == "quality" and quality["reference"] in ("bm25", "base")
+    ev = man["evaluation"]
+    assert set(ev) >= {"bm25", "base", "base_neural", "lexical", "candidate", "candidate_neural", "fusion"}
+    assert quality["threshold"] == pytest.approx(max(ev["bm25"]["ndcg@10"], ev["base"]["ndcg@10"]) - 1.0, abs=1e-4)
+    assert ev["eval"]["language"] == "en" and ev["eval"]["judged_set_queries"] == 0
     assert man["trained_from"]["sources"]["beir"]["split"] == "train"
+    # a hybrid model: the domain's statistics and the fitted weight ship in the version, parity is the whole model's
+    assert man["lexical"]["language"] == "en" and man["lexical"]["terms"] > 1000
+    assert man["fusion"]["weights"] == pytest.approx([1 - ev["fusion"]["lexical_weight"], ev["fusion"]["lexical_weight"]])
+    assert man["parity"]["whole_model"] is True and man["lexical_overhead"]["ratio"] > 0
     reg.verify("scifact", "v1")
-    scored = VersionScorer(reg.version_dir("scifact", "v1")).score(
-        "aspirin lowers heart attack risk", ["Aspirin reduced myocardial infarction.", "Bone density in mice."])
-    assert scored.scores.shape == (2,) and ((scored.scores > 0) & (scored.scores < 1)).all()
+    vdir = reg.version_dir("scifact", "v1")
+    assert (vdir / "lexical.json.gz").is_file() and (vdir / "fusion.json").is_file()
+    docs = ["Aspirin reduced myocardial infarction.", "Bone density in mice.", "Aspirin and bone density."]
+    rt = VersionScorer(vdir)
+    scored = rt.score("aspirin lowers heart attack risk", docs)
+    assert scored.fused and rt.language == "en"
+    assert scored.scores.shape == (3,) and ((scored.scores > 0) & (scored.scores < 1)).all()
+    neural = VersionScorer(vdir, hybrid=False).score("aspirin lowers heart attack risk", docs)
+    assert not neural.fused
+    lex, weights = rt.lexical_part("aspirin lowers heart attack risk", docs, rt.doc_tokens)
+    np.testing.assert_allclose(scored.scores, fuse(neural.scores, lex, weights), rtol=1e-6)
     assert not (tmp_path / "models" / "scifact" / ".staging").exists()  # no empty leftovers either
 
 
@@ -81,3 +104,30 @@ def test_gate_that_cannot_pass_publishes_nothing_and_names_the_gate(tmp_path, mo
     assert not reg.exists("scifact") or not reg.config("scifact")["versions"]
     staging = tmp_path / "models" / "scifact" / ".staging"
     assert not staging.exists() or not list(staging.iterdir())
+
+
+def test_dev_candidates_are_the_first_stage_top_k_nothing_injected():
+    """Every system is scored on what production sees: BM25's own top-k; a judged passage BM25 missed
+    stays missed (and counts against every system alike)."""
+    data = load_beir(SCIFACT, "train")
+    examples = beir_examples(data)
+    cfg = TrainConfig(eval_k=10, dev_fraction=0.2, max_dev_queries=80, max_fusion_queries=40)
+    index = BM25Index(data.corpus)
+    assert index.analyzer.language == "en"
+    train, dev, fusion = _heldout(examples, DataSpec(beir=str(SCIFACT)), cfg, data.corpus, index)
+    first_stage = index.search(dev.queries, cfg.eval_k)
+    assert dev.candidates == first_stage and dev.judged == 0
+    missed = [q for q in dev.queries if not set(dev.qrels[q]) <= set(dev.candidates[q])]
+    assert missed  # at k=10 BM25 misses judged passages of some dev queries: they were not added
+    # three disjoint query sets: the neural model never sees a dev or fusion query
+    train_q = {e.query_id for e in train}
+    assert not train_q & set(dev.queries) and not train_q & set(fusion.queries)
+    assert not set(dev.queries) & set(fusion.queries) and 0 < len(fusion.queries) <= 40
+
+
+def test_quality_gate_compares_with_the_stronger_of_bm25_and_the_base():
+    m = {"bm25": {"ndcg@10": 0.70}, "base": {"ndcg@10": 0.60}, "candidate": {"ndcg@10": 0.65}}
+    g = G.quality_gate(m, 0.0)
+    assert not g["passed"] and g["reference"] == "bm25" and g["threshold"] == 0.70  # beats the base, not BM25
+    g = G.quality_gate({**m, "base": {"ndcg@10": 0.75}, "candidate": {"ndcg@10": 0.80}}, 0.02)
+    assert g["passed"] and g["reference"] == "base" and g["threshold"] == 0.77

@@ -11,9 +11,15 @@ def gate(name: str, value: float | None, threshold: float, op: str, passed: bool
     return {"gate": name, "value": value, "threshold": threshold, "op": op, "passed": bool(passed)}
 
 
-def quality_gate(base_ndcg: float, cand_ndcg: float, min_gain: float) -> dict[str, Any]:
-    need = base_ndcg + min_gain
-    return gate("quality", round(cand_ndcg, 4), round(need, 4), ">=", cand_ndcg >= need)
+REFERENCES = ("bm25", "base")  # the first stage, and the served base (with its request-local BM25)
+
+
+def quality_gate(metrics: dict[str, dict[str, Any]], min_gain: float) -> dict[str, Any]:
+    """The candidate's dev NDCG@10 must reach the stronger of BM25 and the served base + min_gain: a
+    model that loses to the first stage it reranks is not published."""
+    ref = max(REFERENCES, key=lambda name: metrics[name]["ndcg@10"])
+    have, need = metrics["candidate"]["ndcg@10"], metrics[ref]["ndcg@10"] + min_gain
+    return gate("quality", round(have, 4), round(need, 4), ">=", have >= need) | {"reference": ref}
 
 
 def latency_limit(cfg: TrainConfig, base_ms: float | None) -> float:
@@ -30,6 +36,15 @@ def export_gates(manifest: dict[str, Any], cfg: TrainConfig, base_ms: float | No
     return [gate("parity", par.get("spearman"), MIN_SPEARMAN, ">=", bool(par.get("passed"))),
             gate("latency_ms_per_pair", round(ms, 2), limit, "<=", ms <= limit) | {"base_ms_per_pair": base_ms},
             gate("size_bytes", size, cfg.max_size_bytes, "<=", size <= cfg.max_size_bytes)]
+
+
+def lexical_overhead_gate(manifest: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
+    """A hybrid model's ms/pair (neural + lexical + fusion) within (1 + max_lexical_overhead) x its
+    neural part's, measured with the engine that serves it (exporters/build.py)."""
+    o = manifest.get("lexical_overhead") or {}
+    ratio, limit = o.get("ratio"), round(1 + cfg.max_lexical_overhead, 4)
+    return gate("lexical_overhead", ratio, limit, "<=", ratio is not None and ratio <= limit) | {
+        k: o.get(k) for k in ("engine", "ms_per_pair_whole", "ms_per_pair_neural")}
 
 
 def parity_failed(error: str) -> dict[str, Any]:

@@ -16,14 +16,18 @@ from typing import Any
 from exporters.build import ExportError, build_version
 from exporters.checks import Pair
 from exporters.source import ModelSource, load, resolve
+from scoring.fusion import Fusion, LexicalPart, LocalLexical
+from scoring.lexical import Analyzer, LexicalScorer, LexicalStats
 from state.ids import model_id
 from state.registry import Registry
 from state.settings import Settings
 from training import gates as G
-from training.bm25 import BM25Index
+from training.bm25 import BM25Index, domain_language
 from training.config import TrainConfig
-from training.evaluate import evaluate_systems, torch_scorer
+from training.evaluate import Scorer, evaluate_systems, lexical_scorer, rerank, served_scorer, torch_scorer
 from training.examples import GRADED_SOURCES, Example, SourceError
+from training.fusion_fit import fit_lexical_weight
+from training.metrics import score_run
 from training.negatives import add_negatives
 from training.splits import split, subset
 
@@ -105,46 +109,90 @@ def load_sources(spec: DataSpec, domain: str, db_url: str) -> tuple[list[Example
     return examples, stats, corpus
 
 
+@dataclass
+class Heldout:
+    """Queries every system is scored on, each over the same candidates: the first stage's own top-k
+    for a query from a source with a corpus (BEIR), nothing injected; the judged set for a query from a
+    corpus-less source (search logs, RAGAS, labels), scored by BM25 with the set's own statistics."""
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    candidates: dict[str, dict[str, float]]  # query id -> {doc id: first-stage (or judged-set BM25) score}
+    judged: int = 0  # queries whose candidates are their judged set
+
+    def subset(self, n: int, k: int, seed: int) -> "Heldout":
+        keep = subset(sorted(self.queries), n, seed)
+        return Heldout({q: self.queries[q] for q in keep}, {q: self.qrels[q] for q in keep},
+                       {q: dict(list(self.candidates[q].items())[:k]) for q in keep})
+
+
+def _grade(e: Example) -> int:
+    """An example's relevance for ranx: expert grades 1-5 -> 0-4; BEIR grades as they are; other
+    positive labels (0/1, click rates) -> at least 1."""
+    if e.source in GRADED_SOURCES:
+        return int(e.label - 1)
+    return max(1, round(e.label)) if e.label > 0 else 0
+
+
+def _labelled(examples: list[Example], qids: set[str]) -> tuple[dict, dict]:
+    """(queries, qrels) of the given query ids; expert grades 1-5 become 0-4 (1 means not relevant),
+    per example: graded sources beside binary ones."""
+    queries, qrels = {}, {}
+    for e in examples:
+        if e.query_id in qids:
+            queries[e.query_id] = e.query
+            qrels.setdefault(e.query_id, {})[e.doc_id] = _grade(e)
+    qrels = {q: d for q, d in qrels.items() if any(v > 0 for v in d.values())}
+    return {q: queries[q] for q in qrels}, qrels
+
+
+def _heldout_set(queries: dict, qrels: dict, from_corpus: set[str], index: BM25Index, corpus: dict[str, str],
+                 k: int) -> Heldout:
+    cands = index.search({q: t for q, t in queries.items() if q in from_corpus}, k)
+    judged = [q for q in queries if q not in from_corpus]
+    local = LexicalScorer(index.analyzer)  # statistics of the judged set itself
+    for q in judged:
+        ids = list(qrels[q])
+        cands[q] = dict(zip(ids, (float(x) for x in local(queries[q], [corpus[d] for d in ids]))))
+    return Heldout(queries, qrels, cands, len(judged))
+
+
 def _heldout(examples: list[Example], spec: DataSpec, cfg: TrainConfig, corpus: dict[str, str],
-             index: BM25Index) -> tuple[list[Example], dict, dict, dict]:
-    """(train examples, eval queries, eval qrels, eval candidates)."""
+             index: BM25Index) -> tuple[list[Example], Heldout, Heldout | None]:
+    """(training examples, dev queries (the gate's), fusion queries (fit the fusion weight; never
+    seen by the neural model) or None). Dev and fusion queries are seeded query-level splits of the
+    training queries (dev: `eval_split` of the BEIR directory instead, when given)."""
+    from_corpus = {e.query_id for e in examples if spec.beir and e.source == "beir"}
+    qids = sorted({e.query_id for e in examples})
     if spec.beir and spec.eval_split:
         from training.sources.beir import load_beir
 
         ev = load_beir(spec.beir, spec.eval_split)
-        queries, qrels = ev.queries, ev.qrels
-        train = examples
+        dev = _heldout_set(ev.queries, ev.qrels, set(ev.queries), index, corpus, cfg.eval_k)
+        train_q = qids
     else:
-        qids = sorted({e.query_id for e in examples})
         train_q, dev_q = split(qids, cfg.dev_fraction, cfg.seed)
-        dev = set(dev_q)
-        train = [e for e in examples if e.query_id not in dev]
-        queries = {e.query_id: e.query for e in examples if e.query_id in dev}
-        qrels = {}
-        for e in examples:  # expert labels 1-5 (1 means "not relevant") beside binary sources: per example
-            if e.query_id in dev:
-                qrels.setdefault(e.query_id, {})[e.doc_id] = int(e.label - 1 if e.source in GRADED_SOURCES
-                                                                 else e.label > 0)
-        qrels = {q: d for q, d in qrels.items() if any(v > 0 for v in d.values())}
-        queries = {q: queries[q] for q in qrels}
-    cands = index.search(queries, cfg.eval_k)
-    if not (spec.beir and spec.eval_split):  # judged passages of a dev query are always among its candidates
-        for q, docs in qrels.items():
-            for d in docs:
-                cands[q].setdefault(d, 0.0)
-    return train, queries, qrels, cands
+        dev_q = subset(dev_q, cfg.max_dev_queries, cfg.seed)  # the rest of the dev side is not trained on
+        dev = _heldout_set(*_labelled(examples, set(dev_q)), from_corpus, index, corpus, cfg.eval_k)
+    fusion = None
+    if cfg.fusion:
+        train_q, fuse_q = split(train_q, cfg.fusion_fraction, cfg.seed + 1)
+        fuse_q = subset(fuse_q, cfg.max_fusion_queries, cfg.seed + 1)
+        fusion = _heldout_set(*_labelled(examples, set(fuse_q)), from_corpus, index, corpus, cfg.eval_k)
+    keep = set(train_q)
+    return [e for e in examples if e.query_id in keep], dev, fusion
 
 
 @dataclass
 class Prepared:
-    """What training and evaluation work on: training examples (with negatives) and the held-out set."""
+    """What training and evaluation work on: training examples (with negatives), the held-out sets and
+    the domain's lexical statistics (from the same analysis as the first stage)."""
     train: list[Example]
-    queries: dict[str, str]  # held-out query id -> text
-    qrels: dict[str, dict[str, int]]
-    candidates: dict[str, dict[str, float]]  # held-out query id -> first-stage top-k {doc id: score}
+    dev: Heldout
+    fusion: Heldout | None
     corpus: dict[str, str]
     stats: dict[str, Any]
     source: ModelSource  # the base model
+    lexical: LexicalStats
 
 
 def base_ms_per_pair(settings: Settings, cfg: TrainConfig) -> float | None:
@@ -164,8 +212,14 @@ def prepare(domain: str, spec: DataSpec, cfg: TrainConfig, settings: Settings, r
     if cfg.max_queries:
         keep = set(subset(sorted({e.query_id for e in examples}), cfg.max_queries, cfg.seed))
         examples = [e for e in examples if e.query_id in keep]
-    index = BM25Index(corpus)
-    train, queries, qrels, cands = _heldout(examples, spec, cfg, corpus, index)
+    language = cfg.language or domain_language(corpus, list({e.query_id: e.query for e in examples}.values()))
+    index = BM25Index(corpus, Analyzer(language))
+    stats["lexical"] = {"language": language, "detected": cfg.language is None, "passages": index.stats.n_docs,
+                        "terms": len(index.stats.df)}
+    train, dev, fusion = _heldout(examples, spec, cfg, corpus, index)
+    stats["split"] = {"train_queries": len({e.query_id for e in train}), "dev_queries": len(dev.queries),
+                      "dev_judged_set_queries": dev.judged,
+                      "fusion_queries": len(fusion.queries) if fusion else 0}
     rep.update(sources=stats)
     rep.stage("negatives")
     src = resolve(cfg.base_model)
@@ -174,63 +228,125 @@ def prepare(domain: str, spec: DataSpec, cfg: TrainConfig, settings: Settings, r
         train, corpus, per_query=cfg.negatives_per_query, source=cfg.negative_source, rank_range=cfg.negative_range,
         random_count=cfg.random_negatives, base_model=miner, seed=cfg.seed, index=index)
     rep.update(sources=stats)
-    return Prepared(train, queries, qrels, cands, corpus, stats, src)
+    return Prepared(train, dev, fusion, corpus, stats, src, index.stats)
 
 
-def fine_tune(data: Prepared, cfg: TrainConfig, rep: Reporter) -> tuple[Any, str, float]:
-    """(trained model, its kind, seconds)."""
+def _windows(cfg: TrainConfig, settings: Settings) -> dict[str, Any]:
+    """How evaluation scores: the served windows, bf16 autocast where the CPU has it."""
+    return {"max_length": cfg.max_length, "doc_tokens": settings.doc_tokens, "bf16": cfg.use_bf16()}
+
+
+def _dev_score(data: Prepared, kind: str, cfg: TrainConfig, settings: Settings):
+    """Early stopping: the neural model's NDCG@10 on a subset of the dev queries (their first-stage
+    top early_stopping_k), at the served length."""
+    if cfg.early_stopping_queries <= 0 or cfg.epochs <= 1 or not data.dev.queries:
+        return None
+    es = data.dev.subset(cfg.early_stopping_queries, cfg.early_stopping_k, cfg.seed)
+
+    def score(model: Any) -> float:
+        saved = getattr(model, "max_seq_length", None)
+        if kind == "bi-encoder":
+            model.max_seq_length = cfg.max_length
+        try:
+            run_ = rerank(torch_scorer(model, kind, **_windows(cfg, settings)), es.queries, es.candidates, data.corpus)
+            return score_run(es.qrels, run_, cfg.early_stopping_k)["ndcg@10"]
+        finally:
+            if kind == "bi-encoder":
+                model.max_seq_length = saved
+    return score
+
+
+def fine_tune(data: Prepared, cfg: TrainConfig, settings: Settings, rep: Reporter) -> tuple[Any, str, float, list]:
+    """(trained model, its kind, seconds, per-epoch dev scores)."""
     rep.stage("train")
     src = data.source
     kind = src.kind if cfg.model_kind == "auto" else cfg.model_kind
+    dev_score, history = _dev_score(data, kind, cfg, settings), []
     t0 = time.time()
     on_loss = getattr(rep, "loss", None)  # reporters are duck-typed (the CLI's bars, tests): loss is optional
     if kind == "bi-encoder":
         from training.finetune import train_bi_encoder
 
-        model = train_bi_encoder(src.path, data.train, cfg, progress=rep.progress, on_loss=on_loss)
+        model = train_bi_encoder(src.path, data.train, cfg, progress=rep.progress, dev_score=dev_score,
+                                 history=history, on_loss=on_loss)
     else:
         from training.finetune import load_cross_encoder, train_cross_encoder
 
         model = load_cross_encoder(src.kind, src.path, cfg.max_length)
         model = train_cross_encoder(model, data.train, cfg, new_head=src.kind != "cross-encoder",
-                                    progress=rep.progress, on_loss=on_loss)
-    return model, kind, time.time() - t0
+                                    progress=rep.progress, dev_score=dev_score, history=history, on_loss=on_loss)
+    return model, kind, time.time() - t0, history
+
+
+def fit_fusion(data: Prepared, neural: Scorer, tokenizer: Any, cfg: TrainConfig, settings: Settings) -> Fusion:
+    """The lexical weight of the domain model: the grid value with the best NDCG@10 on the fusion
+    queries (never trained on), from the neural and lexical scores as served."""
+    f = data.fusion
+    assert f is not None
+    lexical = lexical_scorer(LexicalScorer(data.lexical.analyzer, data.lexical), tokenizer, settings.doc_tokens)
+    w, table = fit_lexical_weight(rerank(neural, f.queries, f.candidates, data.corpus),
+                                  rerank(lexical, f.queries, f.candidates, data.corpus), f.qrels)
+    return Fusion.with_lexical_weight(w, {"queries": len(f.queries), "k": cfg.eval_k, "ndcg@10_by_weight": table})
 
 
 def evaluate(data: Prepared, model: Any, kind: str, cfg: TrainConfig, spec: DataSpec, settings: Settings,
-             rep: Reporter) -> dict:
-    """bm25, base and candidate on the same held-out candidates."""
+             rep: Reporter) -> tuple[dict, Fusion | None]:
+    """Every system on the dev queries' candidates, scored as served: bm25 (the first stage), base (the
+    served base: its neural score fused with request-local BM25), base_neural, lexical (BM25 with the
+    domain's statistics), candidate_neural and candidate (the domain model as it would be published)."""
     rep.stage("evaluate")
     base = load(data.source, cfg.max_length)
-    windows = {"max_length": cfg.max_length, "doc_tokens": settings.doc_tokens}  # as served
-    systems = {"bm25": None, "base": torch_scorer(base, data.source.kind, **windows),
-               "candidate": torch_scorer(model, kind, **windows)}
-    metrics = evaluate_systems(systems, data.queries, data.qrels, data.candidates, data.corpus, cfg.eval_k,
+    windows = _windows(cfg, settings)
+    base_tok, tok = base.tokenizer.backend_tokenizer, model.tokenizer.backend_tokenizer
+    base_neural = torch_scorer(base, data.source.kind, **windows)
+    cand_neural = torch_scorer(model, kind, **windows)  # one embedding cache for fusion and dev queries
+    fusion = fit_fusion(data, cand_neural, tok, cfg, settings) if cfg.fusion and data.fusion else None
+    cap = {"doc_tokens": settings.doc_tokens, "max_length": cfg.max_length}
+    systems = {
+        "bm25": None,
+        "base": served_scorer(base_neural, LexicalPart(local=LocalLexical(**settings.base_lexical())), base_tok, **cap),
+        "base_neural": base_neural,
+        "lexical": lexical_scorer(LexicalScorer(data.lexical.analyzer, data.lexical), tok, settings.doc_tokens),
+        "candidate_neural": cand_neural,
+        "candidate": served_scorer(cand_neural, LexicalPart(data.lexical, fusion) if fusion else LexicalPart(), tok, **cap),
+    }
+    dev = data.dev
+    metrics = evaluate_systems(systems, dev.queries, dev.qrels, dev.candidates, data.corpus, cfg.eval_k,
                                progress=lambda name, d, t: rep.progress(d, t))
-    metrics["eval"] = {"queries": len(data.queries), "k": cfg.eval_k,
-                       "split": spec.eval_split or f"dev {cfg.dev_fraction:.0%} of training queries (seed {cfg.seed})"}
+    metrics["eval"] = {"queries": len(dev.queries), "k": cfg.eval_k, "judged_set_queries": dev.judged,
+                       "candidates": "first-stage top-k, nothing injected (judged set for corpus-less sources)",
+                       "split": spec.eval_split or f"dev {cfg.dev_fraction:.0%} of training queries (seed {cfg.seed})",
+                       "language": data.lexical.analyzer.language}
+    if fusion is not None:
+        metrics["fusion"] = {"lexical_weight": fusion.lexical_weight, **(fusion.fitted_on or {})}
     metrics["train_pairs"] = len(data.train)
-    return metrics
+    return metrics, fusion
 
 
 def export_gate_publish(domain: str, model: Any, data: Prepared, metrics: dict, quality: dict, cfg: TrainConfig,
-                        settings: Settings, rep: Reporter, activate: bool) -> tuple[str, list]:
-    """Export into a staging dir, run the export gates, publish only if every gate passed."""
+                        settings: Settings, rep: Reporter, activate: bool,
+                        fusion: Fusion | None = None) -> tuple[str, list]:
+    """Export into a staging dir (with the lexical statistics and fusion weights of a hybrid model),
+    run the export gates on the whole model, publish only if every gate passed."""
     rep.stage("export")
     registry = Registry(settings.registry_root)
     staged = registry.stage(domain)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             model.save(tmp)
-            pairs = [Pair(data.queries[q], data.corpus[d], float(data.qrels[q].get(d, 0)), q)
-                     for q in list(data.queries)[:60] for d in list(data.candidates[q])[:10]]
+            dev = data.dev
+            pairs = [Pair(dev.queries[q], data.corpus[d], float(dev.qrels[q].get(d, 0)), q)
+                     for q in list(dev.queries)[:60] for d in list(dev.candidates[q])[:10]]
             trained_from = {"base_model": cfg.base_model, "sources": data.stats, "config": cfg.to_dict()}
             try:
                 manifest = build_version(tmp, staged, max_length=cfg.max_length, pairs=pairs,
                                          openvino=settings.builds_openvino,
+                                         lexical=data.lexical if fusion else None, fusion=fusion,
                                          progress=lambda s, d, t: rep.progress(d, t),
                                          extra={"trained_from": trained_from, "evaluation": metrics})
                 gates = [quality] + G.export_gates(manifest, cfg, base_ms_per_pair(settings, cfg))
+                if fusion is not None:
+                    gates.append(G.lexical_overhead_gate(manifest, cfg))
             except ExportError as e:
                 gates = [quality, G.parity_failed(str(e))]
         rep.stage("gates")
@@ -250,13 +366,15 @@ def run(domain: str, spec: DataSpec, cfg: TrainConfig, settings: Settings, *,
     rep = reporter or Reporter()
     t_start = time.time()
     data = prepare(domain, spec, cfg, settings, rep)
-    model, kind, train_s = fine_tune(data, cfg, rep)
-    metrics = evaluate(data, model, kind, cfg, spec, settings, rep) | {"train_seconds": round(train_s, 1)}
+    model, kind, train_s, epochs = fine_tune(data, cfg, settings, rep)
+    metrics, fusion = evaluate(data, model, kind, cfg, spec, settings, rep)
+    metrics |= {"train_seconds": round(train_s, 1), "epochs": epochs}
     rep.update(metrics=metrics)
-    quality = G.quality_gate(metrics["base"]["ndcg@10"], metrics["candidate"]["ndcg@10"], cfg.min_gain)
+    quality = G.quality_gate(metrics, cfg.min_gain)
     rep.update(gates=[quality])
     if not quality["passed"]:  # do not spend minutes exporting a model that cannot be published
         raise GateFailed([quality])
-    version, gates = export_gate_publish(domain, model, data, metrics, quality, cfg, settings, rep, activate)
+    version, gates = export_gate_publish(domain, model, data, metrics, quality, cfg, settings, rep, activate,
+                                         fusion)
     return {"version": version, "model_id": model_id(domain, version), "metrics": metrics, "gates": gates,
             "sources": data.stats, "seconds": round(time.time() - t_start, 1)}

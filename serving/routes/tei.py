@@ -31,7 +31,7 @@ async def rerank(domain: DomainPath, body: TeiRerankRequest, request: Request, b
     scores = [r.relevance_score for r in response.results]
     if body.raw_scores:
         service: RerankService = request.app.state.service
-        scores = raw_scores(scores, service.manifest(response.model)).tolist()
+        scores = raw_scores(scores, service.manifest(response.model), fused=bool(response.meta.fused)).tolist()
     return [TeiRank(index=r.index, score=s, text=body.texts[r.index] if body.return_text else None)
             for r, s in zip(response.results, scores)]
 

@@ -56,6 +56,7 @@ def load_beir(directory: str | Path, split: str = "train") -> BeirData:
 
 
 def beir_examples(data: BeirData) -> list[Example]:
-    """Positives from qrels (relevance > 0). Negatives come from hard-negative mining."""
-    return [Example(qid, data.queries[qid], data.corpus[did], 1.0, "beir", did)
+    """Positives from qrels (relevance > 0, the grade kept: NFCorpus' 2 ranks above its 1). Negatives
+    come from hard-negative mining."""
+    return [Example(qid, data.queries[qid], data.corpus[did], float(rel), "beir", did)
             for qid, docs in data.qrels.items() for did, rel in docs.items() if rel > 0]
