@@ -56,28 +56,32 @@ def torch_scorer(model: object, kind: str, max_length: int = 256, doc_tokens: in
     return score_bi
 
 
-def served_scorer(neural: Scorer, lexical: LexicalPart, tokenizer: object, doc_tokens: int = 4096,
-                  max_length: int = 256) -> Scorer:
+def _capped(tokenizer: object, doc_tokens: int) -> Callable[[list[str]], list[str]]:
+    """Documents as serving's lexical part reads them: each cut at the token cap (scoring/windows.py)."""
+    from scoring.windows import Windower
+
+    windows = Windower(tokenizer, "bi-encoder", 256)  # the window length plays no part in the cap
+    return lambda docs: windows.cap_documents(docs, doc_tokens)[0]
+
+
+def served_scorer(neural: Scorer, lexical: LexicalPart, tokenizer: object, doc_tokens: int = 4096) -> Scorer:
     """The neural scorer plus what serving adds to it (scoring/scorer.py): BM25 over each document up
     to the token cap (domain statistics, or the request's own), fused by the same z-sum."""
     from scoring.fusion import fuse
-    from scoring.windows import Windower
 
-    windows = Windower(tokenizer, "bi-encoder", max_length)
+    cap = _capped(tokenizer, doc_tokens)
 
     def score(query: str, docs: list[str]) -> np.ndarray:
         s = np.asarray(neural(query, docs), dtype=np.float32)
-        part = lexical(query, windows.cap_documents(docs, doc_tokens)[0]) if lexical.active else None
+        part = lexical(query, cap(docs)) if lexical.active else None
         return s if part is None else fuse(s, part[0], part[1])
     return score
 
 
 def lexical_scorer(lexical: Scorer, tokenizer: object, doc_tokens: int = 4096) -> Scorer:
     """A lexical scorer alone, over the documents as serving reads them (up to the token cap)."""
-    from scoring.windows import Windower
-
-    windows = Windower(tokenizer, "bi-encoder", 256)
-    return lambda query, docs: lexical(query, windows.cap_documents(docs, doc_tokens)[0])
+    cap = _capped(tokenizer, doc_tokens)
+    return lambda query, docs: lexical(query, cap(docs))
 
 
 def version_scorer(version_dir: str, threads: int = 1, engine: Engine = "onnxruntime", max_length: int = 256,

@@ -301,7 +301,7 @@ def evaluate(data: Prepared, model: Any, kind: str, cfg: TrainConfig, spec: Data
     base_neural = torch_scorer(base, data.source.kind, **windows)
     cand_neural = torch_scorer(model, kind, **windows)  # one embedding cache for fusion and dev queries
     fusion = fit_fusion(data, cand_neural, tok, cfg, settings) if cfg.fusion and data.fusion else None
-    cap = {"doc_tokens": settings.doc_tokens, "max_length": cfg.max_length}
+    cap = {"doc_tokens": settings.doc_tokens}
     systems = {
         "bm25": None,
         "base": served_scorer(base_neural, LexicalPart(local=LocalLexical(**settings.base_lexical())), base_tok, **cap),
