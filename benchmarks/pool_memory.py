@@ -2,7 +2,8 @@
 for each serving engine (onnxruntime, openvino).
 
 Each count runs in a fresh process that does what a RerankerPool replica does: open the base
-model, then N domain versions (VersionScorer, arena off), and answer one 20-passage request each.
+model, then N domain versions (VersionScorer, arena off), and answer one request of 20 passages of ~240
+tokens each.
 
     .venv/bin/python -m benchmarks.pool_memory [--counts 1 2 8] [--engines onnxruntime openvino]
 """
@@ -28,7 +29,8 @@ def rss_mb() -> float:
 def child(version_dir: str, n: int, engine: str) -> dict:
     from scoring.scorer import VersionScorer
 
-    docs = [f"passage {i} about proteins, cells and the capital of France" * 8 for i in range(20)]
+    # ~240 tokens each: the buffers an engine keeps after a request grow with its shape (issue 14: 256)
+    docs = [f"passage {i} about proteins, cells and the capital of France" * 20 for i in range(20)]
     before = rss_mb()
     base = VersionScorer(version_dir, threads=2, engine=engine)
     base.score("query", docs)

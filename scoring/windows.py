@@ -10,6 +10,7 @@ scorers (training and evaluation score what is served).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -72,11 +73,7 @@ class Windower:
         # the query is capped at half the window, so a pair window holds >= max_length/2 - 3 document
         # tokens; the stride must stay below that
         stride = max(0, min(self.overlap, value // 4))
-        self._plain = _copy(self._source)
-        self._pairs = _copy(self._source)
-        self._pairs.enable_truncation(value, stride=stride, strategy="only_second")
-        self._singles = _copy(self._source)
-        self._singles.enable_truncation(value, stride=stride)
+        self._plain, self._pairs, self._singles = _tokenizers(self._source, value, stride)
 
     def _cap_query(self, query: str) -> str:
         """Keep the query whole unless it alone would eat more than half the window."""
@@ -136,3 +133,16 @@ def _copy(source: str) -> Tokenizer:
     tok.no_padding()
     tok.no_truncation()
     return tok
+
+
+@functools.lru_cache(maxsize=16)
+def _tokenizers(source: str, max_length: int, stride: int) -> tuple[Tokenizer, Tokenizer, Tokenizer]:
+    """(plain, pairs, singles) for one tokenizer file and window, shared by every version of the process
+    that has them: domain versions keep their base's tokenizer, and a copy costs ~6.5 MB (measured),
+    three per version. Shared safely: none is changed after this (a new window gets new ones)."""
+    plain = _copy(source)
+    pairs = _copy(source)
+    pairs.enable_truncation(max_length, stride=stride, strategy="only_second")
+    singles = _copy(source)
+    singles.enable_truncation(max_length, stride=stride)
+    return plain, pairs, singles

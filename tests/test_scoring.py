@@ -63,3 +63,61 @@ def test_embedding_cache_answers_repeats_without_inference_and_stays_bounded(bas
     rt_small = VersionScorer(base_version, engine="openvino", cache=small)
     rt_small.score("q", docs)
     assert small.stats()["bytes"] <= small.max_bytes and small.stats()["entries"] < 3
+
+
+def test_openvino_keeps_the_embedding_table_int8_and_scores_as_the_exported_ir(base_version):
+    """The compiled model holds no fp32 copy of the word embeddings (47 MB per model before), and the
+    rewrite changes no score."""
+    import openvino as ov
+
+    from scoring.engines import OpenVinoEngine, int8_embedding_lookup
+    from scoring.files import OPENVINO_XML
+
+    core = ov.Core()
+    model = core.read_model(str(base_version / OPENVINO_XML))
+    rows = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Constant"
+                and op.get_element_type() == ov.Type.i8 and len(op.get_output_shape(0)) == 2
+                and op.get_output_shape(0)[0] > 10000).get_output_shape(0)  # the vocabulary's table
+    engine = OpenVinoEngine(base_version / OPENVINO_XML, threads=1)
+
+    def f32_tables(compiled):
+        return [op for op in compiled.get_runtime_model().get_ordered_ops()
+                if op.get_output_size() and op.get_output_element_type(0) == ov.Type.f32
+                and op.get_output_partial_shape(0).is_static and op.get_output_shape(0) == rows]
+
+    plain = core.compile_model(str(base_version / OPENVINO_XML), "CPU", {"INFERENCE_NUM_THREADS": 1})
+    assert f32_tables(plain), "the exported IR no longer folds the table to fp32: the rewrite may be moot"
+    assert f32_tables(engine.compiled) == []
+    assert int8_embedding_lookup(core.read_model(str(base_version / OPENVINO_XML))) >= 1
+    rng = np.random.default_rng(0)
+    feed = {name: rng.integers(1000, 20000, (3, 40)).astype(np.int64) for name in engine.input_names}
+    feed["attention_mask"] = np.ones((3, 40), dtype=np.int64)
+    if "token_type_ids" in feed:
+        feed["token_type_ids"][:] = 0
+    np.testing.assert_allclose(engine(feed), plain.create_infer_request().infer(feed)[plain.outputs[0]],
+                               rtol=0, atol=1e-6)
+
+
+def test_idle_openvino_models_release_their_buffers_and_still_score(base_version):
+    from scoring import engines
+
+    docs = ["Paris is the capital of France.", "Bananas are yellow.", DEEP]
+    scorers = [VersionScorer(base_version, engine="openvino") for _ in range(engines.KEEP_WARM + 2)]
+    first = [s.score("capital of France?", docs).scores for s in scorers]
+    with engines._warm_lock:
+        warm = {key for key, ref in engines._warm.items() if ref() is not None}
+    # only the most recently used keep their buffers
+    assert warm == {id(s._infer) for s in scorers[-engines.KEEP_WARM:]}
+    again = scorers[0].score("capital of France?", docs).scores  # a released model allocates again
+    np.testing.assert_allclose(again, first[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(first[0], first[-1], rtol=0, atol=1e-6)
+
+
+def test_versions_with_one_tokenizer_share_it_and_a_new_window_does_not_leak(base_version):
+    a, b = VersionScorer(base_version), VersionScorer(base_version)
+    assert a.windows._pairs is b.windows._pairs  # ~6.5 MB per copy, three per version
+    a.max_length = 32
+    assert a.windows._pairs is not b.windows._pairs and b.max_length == 256
+    long_doc = "word " * 300
+    assert a.score("q", [long_doc], truncate=True).truncated == 1
+    assert len(b.windows.encode("q", [long_doc], 4096)[1].encodings) == 2  # b still windows at 256
