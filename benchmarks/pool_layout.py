@@ -17,8 +17,9 @@ from benchmarks import service as svc
 from benchmarks.load import prepare_domains, read_stats, run_locust
 from benchmarks.results_io import RESULTS, save
 
-LAYOUTS = {"1x2": {"RERANKER_POOL_REPLICAS": "1", "RERANKER_POOL_THREADS": "2"},
-           "2x1": {"RERANKER_POOL_REPLICAS": "2", "RERANKER_POOL_THREADS": "1"}}
+# replicas x threads per replica; the shipped serve_config.yaml autoscales the replicas, so each layout
+# runs with a fixed number instead
+LAYOUTS = {"1x2": (1, 2), "2x1": (2, 1)}
 
 
 def pool_memory_mb(runner_pid: int) -> dict:
@@ -34,14 +35,16 @@ def pool_memory_mb(runner_pid: int) -> dict:
     return {"replicas": out, "rss_total": sum(r["rss"] for r in out), "uss_total": sum(r["uss"] for r in out)}
 
 
-def run_layout(name: str, env: dict, args, version_dir: Path) -> dict:
+def run_layout(name: str, args, version_dir: Path) -> dict:
     from serving import local
 
+    replicas, threads = LAYOUTS[name]
     home = svc.fresh_home(f"reranker-layout-{name}-")
-    proc = local.start_runner(home, args.port, env={**env, "RERANKER_ADMIN_TOKEN": svc.admin_headers()[
-        "Authorization"].removeprefix("Bearer ")})
+    proc = local.start_runner(home, args.port, pool_replicas=replicas, env={
+        "RERANKER_POOL_REPLICAS": str(replicas), "RERANKER_POOL_THREADS": str(threads),
+        "RERANKER_ADMIN_TOKEN": svc.admin_headers()["Authorization"].removeprefix("Bearer ")})
     url = f"http://127.0.0.1:{args.port}"
-    out: dict = {"env": env}
+    out: dict = {"replicas": replicas, "threads": threads}
     try:
         local.wait_ready(url, timeout_s=900, proc=proc)
         domains = args.domains.split(",")
@@ -54,6 +57,8 @@ def run_layout(name: str, env: dict, args, version_dir: Path) -> dict:
             out[label] = read_stats(tmp / label)["/rerank"]
             print(f"{name} {label}: {out[label]}", flush=True)
         out["memory_mb"] = pool_memory_mb(proc.pid)
+        if len(out["memory_mb"]["replicas"]) != replicas:  # the layout did not take: the figures mean nothing
+            raise RuntimeError(f"{name}: {len(out['memory_mb']['replicas'])} pool replicas running, not {replicas}")
         print(f"{name} memory: {out['memory_mb']}", flush=True)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     _, version_dir = ensure_models(args.cache)
     result = {"users": args.users, "seconds": args.seconds, "loadavg_start": os.getloadavg(), "layouts": {}}
     for name in args.layouts.split(","):
-        result["layouts"][name] = run_layout(name, LAYOUTS[name], args, version_dir)
+        result["layouts"][name] = run_layout(name, args, version_dir)
     result["loadavg_end"] = os.getloadavg()
     return save(args.out, result)
 

@@ -66,13 +66,26 @@ def wait_ready(url: str, timeout_s: float = 600, proc: subprocess.Popen | None =
 SERVE_CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
 
 
-def start_runner(home: Path, port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_runner(home: Path, port: int, env: dict[str, str] | None = None,
+                 pool_replicas: int | None = None) -> subprocess.Popen:
     """`python -m serving.main` on 127.0.0.1:port (serve_config.yaml with the port replaced, as `make
     serve` does), on a new local Ray without dashboard; output in home/serve.log. Not waited for:
-    see wait_ready."""
+    see wait_ready. pool_replicas: a fixed number of pool replicas instead of the shipped autoscaling
+    (benchmarks that compare layouts)."""
     home.mkdir(parents=True, exist_ok=True)
     config = home / "serve_config.yaml"
-    config.write_text(re.sub(r"port: 8000\b", f"port: {port}", SERVE_CONFIG.read_text()))
+    text = re.sub(r"port: 8000\b", f"port: {port}", SERVE_CONFIG.read_text())
+    if pool_replicas is not None:
+        import yaml  # PyYAML comes with ray[serve]
+
+        doc = yaml.safe_load(text)
+        for app in doc["applications"]:
+            for dep in app.get("deployments", []):
+                if dep["name"] == "RerankerPool":
+                    dep.pop("autoscaling_config", None)
+                    dep["num_replicas"] = pool_replicas
+        text = yaml.safe_dump(doc, sort_keys=False)
+    config.write_text(text)
     env = {**os.environ, "RERANKER_HOME": str(home), "RAY_ADDRESS": "local", "HF_HUB_OFFLINE": "1",
            "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
     with open(home / "serve.log", "ab") as log:

@@ -54,6 +54,9 @@ def test_default_recipe_trains_exports_and_publishes(tmp_path):
     out = run("scifact", DataSpec(beir=str(SCIFACT)), cfg, settings, activate=True, reporter=rec)
     assert out["model_id"] == "scifact@v1" and reg.active_version("scifact") == "v1"
     assert rec.stages == ["load", "negatives", "train", "evaluate", "export", "gates", "publish"]
+    laps = out["stage_seconds"]
+    assert list(laps) == ["prepare", "fine_tune", "evaluate", "export_gates_publish"]
+    assert all(v > 0 for v in laps.values()) and sum(laps.values()) <= out["seconds"] + 0.5
     assert any(t > 0 and d == t for d, t in rec.steps)
     man = reg.manifest("scifact", "v1")
     assert man["kind"] == "bi-encoder" and man["parity"]["passed"]

@@ -365,9 +365,18 @@ def run(domain: str, spec: DataSpec, cfg: TrainConfig, settings: Settings, *,
         activate: bool = False, reporter: Reporter | None = None) -> dict[str, Any]:
     rep = reporter or Reporter()
     t_start = time.time()
+    stage_seconds: dict[str, float] = {}  # where a run's minutes go (the 20-minute budget, issue 9)
+
+    def lap(name: str, since: float) -> float:
+        stage_seconds[name] = round(time.time() - since, 1)
+        return time.time()
+
     data = prepare(domain, spec, cfg, settings, rep)
+    t = lap("prepare", t_start)
     model, kind, train_s, epochs = fine_tune(data, cfg, settings, rep)
+    t = lap("fine_tune", t)
     metrics, fusion = evaluate(data, model, kind, cfg, spec, settings, rep)
+    t = lap("evaluate", t)
     metrics |= {"train_seconds": round(train_s, 1), "epochs": epochs}
     rep.update(metrics=metrics)
     quality = G.quality_gate(metrics, cfg.min_gain)
@@ -376,5 +385,6 @@ def run(domain: str, spec: DataSpec, cfg: TrainConfig, settings: Settings, *,
         raise GateFailed([quality])
     version, gates = export_gate_publish(domain, model, data, metrics, quality, cfg, settings, rep, activate,
                                          fusion)
+    lap("export_gates_publish", t)
     return {"version": version, "model_id": model_id(domain, version), "metrics": metrics, "gates": gates,
-            "sources": data.stats, "seconds": round(time.time() - t_start, 1)}
+            "sources": data.stats, "seconds": round(time.time() - t_start, 1), "stage_seconds": stage_seconds}

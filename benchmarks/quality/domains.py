@@ -66,6 +66,7 @@ def run_dataset(name: str, src: Path, a: argparse.Namespace, tmp: Path) -> dict:
         return out
     m = train["metrics"]
     out["train"] = {"model_id": train["model_id"], "fine_tune_seconds": m.get("train_seconds"),
+                    "stage_seconds": train.get("stage_seconds"),
                     "epochs": m.get("epochs"), "fusion": m.get("fusion"), "eval": m.get("eval"),
                     "sources": train.get("sources"), "gates": train.get("gates"),
                     "dev": {s: m[s] for s in ("bm25", "base", "base_neural", "lexical", "candidate_neural",
