@@ -1,5 +1,5 @@
-"""Pool layouts side by side: 1 replica x 2 threads (the old default) against 2 replicas x 1 thread (the
-default: no single point of failure). Per layout, its own service (`python -m serving.main`), then
+"""Pool layouts side by side: 1 replica x 2 threads, 2 replicas x 1 thread and 2 replicas x 2 threads (two
+replicas: no single point of failure). Per layout, its own service (`python -m serving.main`), then
 locust with no pause (throughput and latency at saturation) and with the default 0.2-1 s pause,
 and the pool replicas' memory. Results in results/pool_layout.json.
 
@@ -19,7 +19,7 @@ from benchmarks.results_io import RESULTS, save
 
 # replicas x threads per replica; the shipped serve_config.yaml autoscales the replicas, so each layout
 # runs with a fixed number instead
-LAYOUTS = {"1x2": (1, 2), "2x1": (2, 1)}
+LAYOUTS = {"1x2": (1, 2), "2x1": (2, 1), "2x2": (2, 2)}
 
 
 def pool_memory_mb(runner_pid: int) -> dict:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--users", type=int, default=4)
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--domains", default="scifact,legal")
-    ap.add_argument("--layouts", default="1x2,2x1")
+    ap.add_argument("--layouts", default="1x2,2x1,2x2")
     args = svc.own_service_args(ap, RESULTS / "pool_layout.json", argv)
     from benchmarks.latency import ensure_models
 

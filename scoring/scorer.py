@@ -58,6 +58,13 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+# OpenVINO keeps compiled kernels per input shape (its runtime cache and oneDNN's primitive cache): with
+# every width from 1 to 256 a replica grew by ~4 MB per new shape (+580 MB after 60 varied requests,
+# still growing). Widths rounded up to a multiple of 32 plateau at +160 MB and run ~6% faster (fewer
+# kernel builds outweigh the padding), measured on 200 varied requests.
+WIDTH_MULTIPLE = 32
+
+
 class VersionScorer:
     """One loaded version. Cross-encoders: sigmoid(logit). Bi-encoders: (cosine + 1) / 2.
 
@@ -116,6 +123,9 @@ class VersionScorer:
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             width = max(len(encs[i].ids) for i in idx)
+            rounded = -(-width // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
+            if self.engine == "openvino" and rounded <= self.max_length:
+                width = rounded
             feed = {n: np.zeros((len(idx), width), dtype=np.int64) for n in self.input_names}
             if "input_ids" in feed:
                 feed["input_ids"].fill(self.pad_id)

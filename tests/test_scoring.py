@@ -121,3 +121,27 @@ def test_versions_with_one_tokenizer_share_it_and_a_new_window_does_not_leak(bas
     long_doc = "word " * 300
     assert a.score("q", [long_doc], truncate=True).truncated == 1
     assert len(b.windows.encode("q", [long_doc], 4096)[1].encodings) == 2  # b still windows at 256
+
+
+def test_openvino_batch_widths_are_bucketed_without_changing_scores(base_version, monkeypatch):
+    """Widths rounded up to a multiple of 32 bound OpenVINO's per-shape kernel caches; padding is masked."""
+    from scoring import scorer as S
+
+    docs = ["Paris is the capital of France.", "word " * 40, "Bananas are yellow. " * 9, DEEP]
+
+    def run(multiple: int) -> tuple[np.ndarray, set[int]]:
+        monkeypatch.setattr(S, "WIDTH_MULTIPLE", multiple)
+        rt = VersionScorer(base_version, engine="openvino", batch_size=2)  # several widths per request
+        infer, widths = rt._infer, set()
+
+        def recording(feed):
+            widths.add(feed["input_ids"].shape[1])
+            return infer(feed)
+        rt._infer = recording
+        return rt.score("capital of France?", docs).scores, widths
+
+    bucketed, widths = run(S.WIDTH_MULTIPLE)
+    exact, exact_widths = run(1)
+    assert any(w % 32 for w in exact_widths) and all(w % 32 == 0 for w in widths)
+    np.testing.assert_allclose(bucketed, exact, rtol=0, atol=2e-3)
+    assert np.argsort(bucketed).tolist() == np.argsort(exact).tolist()
