@@ -35,6 +35,7 @@ METRICS = ("ndcg@5", "ndcg@10", "mrr@10", "context_precision@5")
 
 def beir_dir(src: Path, tmp: Path) -> Path:
     """The dataset as the CLI reads it; graded train qrels from extra/ when the dataset ships them."""
+    src = src.resolve()  # the links below must not be relative to the temporary folder
     graded = src / "extra" / "train_graded.tsv"
     if not graded.is_file():
         return src
