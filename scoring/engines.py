@@ -108,9 +108,6 @@ class OpenVinoEngine:
                 self._busy -= 1
                 _release_cold()
 
-    def release_memory(self) -> None:
-        self.compiled.release_memory()
-
 
 def _release_cold() -> None:
     """Under _warm_lock: release the buffers of idle engines beyond the KEEP_WARM most recent."""
@@ -120,7 +117,7 @@ def _release_cold() -> None:
         if engine is None:
             del _warm[key]
         elif not engine._busy:
-            engine.release_memory()
+            engine.compiled.release_memory()
             del _warm[key]
             released = True
     if released:

@@ -92,6 +92,7 @@ class VersionScorer:
             log.info("%s has no OpenVINO model: using onnxruntime", self.dir)
             engine = "onnxruntime"
         self.engine: Engine = engine
+        self._width_multiple = WIDTH_MULTIPLE if engine == "openvino" else 1  # onnxruntime keeps no per-shape kernels
         self.threads = threads
         self._infer = (OpenVinoEngine(self.dir / OPENVINO_XML, threads) if engine == "openvino"
                        else OnnxRuntimeEngine(self.dir / MODEL_ONNX, threads))
@@ -123,9 +124,8 @@ class VersionScorer:
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             width = max(len(encs[i].ids) for i in idx)
-            rounded = -(-width // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
-            if self.engine == "openvino" and rounded <= self.max_length:
-                width = rounded
+            rounded = -(-width // self._width_multiple) * self._width_multiple
+            width = rounded if rounded <= self.max_length else width
             feed = {n: np.zeros((len(idx), width), dtype=np.int64) for n in self.input_names}
             if "input_ids" in feed:
                 feed["input_ids"].fill(self.pad_id)
