@@ -7,6 +7,10 @@ import json
 import pytest
 
 from benchmarks import hotswap, latency, load, overhead
+from tests.conftest import SCIFACT
+
+# every script here builds its requests from SciFact (benchmarks/data.py), like the other modules that read it
+pytestmark = pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/data/scifact")
 
 
 @pytest.fixture(scope="module")
