@@ -119,7 +119,7 @@ def evaluate(domain: str = typer.Option(..., help="domain id (its active model i
     from state.registry import Registry
     from state.settings import Settings
     from training.bm25 import BM25Index, domain_language
-    from training.evaluate import evaluate_systems, version_scorer
+    from training.evaluate import evaluate_systems, served_base, version_scorer
     from training.sources.beir import load_beir
     from training.splits import subset
 
@@ -153,9 +153,7 @@ def evaluate(domain: str = typer.Option(..., help="domain id (its active model i
         served = {"threads": threads, "engine": settings.engine, "max_length": settings.max_length,
                   "doc_tokens": settings.doc_tokens, "cache": EmbeddingCache(2 << 30)}
         base_dir = str(ensure_base(settings))
-        systems = {"bm25": None,
-                   "base_neural": version_scorer(base_dir, **served),
-                   "base": version_scorer(base_dir, **served, local_lexical=LocalLexical(**settings.base_lexical())),
+        systems = {"bm25": None, **served_base(base_dir, LocalLexical(**settings.base_lexical()), **served),
                    "domain_neural": version_scorer(version_dir, **served, hybrid=False),
                    "domain": version_scorer(version_dir, **served)}
         if manifest.get("lexical"):

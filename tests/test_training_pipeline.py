@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
 from scoring.fusion import fuse
 from scoring.scorer import VersionScorer
@@ -14,7 +16,8 @@ from state.settings import Settings
 from training.config import TrainConfig
 from training import gates as G
 from training.bm25 import BM25Index
-from training.pipeline import DataSpec, _heldout, run
+from training.evaluate import rerank
+from training.pipeline import DataSpec, _base_systems, _heldout, prepare, run
 from training.sources.beir import beir_examples, load_beir
 
 from tests.conftest import SCIFACT
@@ -44,9 +47,10 @@ class Recorder:
         self.fields.update(fields)
 
 
-def test_default_recipe_trains_exports_and_publishes(tmp_path):
+def test_default_recipe_trains_exports_and_publishes(tmp_path, base_version):
     settings = Settings(home=tmp_path)
     reg = Registry(settings.registry_root)
+    shutil.copytree(base_version, settings.registry_root / "_base" / base_version.name)  # as a service's home has it
     rec = Recorder()
     # min_gain -1: this checks the machinery (train -> export -> gates -> publish), not quality,
     # which 12 training queries cannot show; the quality gate itself is tested below.
@@ -69,6 +73,7 @@ def test_default_recipe_trains_exports_and_publishes(tmp_path):
     assert set(ev) >= {"bm25", "base", "base_neural", "lexical", "candidate", "candidate_neural", "fusion"}
     assert quality["threshold"] == pytest.approx(max(ev["bm25"]["ndcg@10"], ev["base"]["ndcg@10"]) - 1.0, abs=1e-4)
     assert ev["eval"]["language"] == "en" and ev["eval"]["judged_set_queries"] == 0
+    assert ev["eval"]["base_scored_by"] == f"served base ({settings.engine})"  # the gate's base is the served one
     assert man["trained_from"]["sources"]["beir"]["split"] == "train"
     # a hybrid model: the domain's statistics and the fitted weight ship in the version, parity is the whole model's
     assert man["lexical"]["language"] == "en" and man["lexical"]["terms"] > 1000
@@ -87,6 +92,25 @@ def test_default_recipe_trains_exports_and_publishes(tmp_path):
     lex, weights = rt.lexical_part("aspirin lowers heart attack risk", docs, rt.doc_tokens)
     np.testing.assert_allclose(scored.scores, fuse(neural.scores, lex, weights), rtol=1e-6)
     assert not (tmp_path / "models" / "scifact" / ".staging").exists()  # no empty leftovers either
+
+
+def test_the_gate_scores_the_served_base_which_agrees_with_the_torch_base(tmp_path, base_version):
+    """The base systems of the dev evaluation come from the served base version (int8) when the home has
+    it, else from the torch model with serving's lexical part; both rank the dev candidates alike."""
+    settings = Settings(home=tmp_path)
+    cfg = TrainConfig(**TINY)
+    data = prepare("scifact", DataSpec(beir=str(SCIFACT)), cfg, settings, Recorder())
+    in_torch, by = _base_systems(data, cfg, settings)
+    assert by == "torch"  # a fresh home without a base version, and no latency gate to build one
+    shutil.copytree(base_version, settings.registry_root / "_base" / base_version.name)
+    served, by = _base_systems(data, cfg, settings)
+    assert by == f"served base ({settings.engine})"
+    dev = data.dev
+    for name in ("base_neural", "base"):
+        a, b = (rerank(s[name], dev.queries, dev.candidates, data.corpus) for s in (in_torch, served))
+        x = [a[q][d] for q in a for d in a[q]]
+        y = [b[q][d] for q in a for d in a[q]]
+        assert len(x) >= 20 and spearmanr(x, y).statistic > 0.95, name
 
 
 def test_gate_that_cannot_pass_publishes_nothing_and_names_the_gate(tmp_path, monkeypatch):

@@ -100,6 +100,14 @@ def version_scorer(version_dir: str, threads: int = 1, engine: Engine = "onnxrun
     return lambda q, docs: scorer.score(q, docs).scores
 
 
+def served_base(base_dir: str, local_lexical: object, **served: object) -> dict[str, Scorer]:
+    """The served base version, torch-free: "base_neural" (its cosine alone) and "base" (as the pool serves
+    it: fused with request-local BM25). Give them one `cache` (served options) and the base costs one
+    embedding pass over the passages."""
+    return {"base_neural": version_scorer(base_dir, **served),  # type: ignore[arg-type]
+            "base": version_scorer(base_dir, **served, local_lexical=local_lexical)}  # type: ignore[arg-type]
+
+
 def rerank(scorer: Scorer, queries: dict[str, str], candidates: dict[str, dict[str, float]],
            corpus: dict[str, str], progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, float]]:
     run = {}

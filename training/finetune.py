@@ -20,7 +20,7 @@ LossLog = Callable[[int, float], None]  # (step, training loss the trainer logge
 
 
 def _callbacks(progress: Progress | None, model: Any, dev_score: DevScore | None, history: list,
-               on_loss: LossLog | None = None) -> list:
+               on_loss: LossLog | None = None, min_delta: float = 0.0) -> list:
     from transformers import TrainerCallback
 
     out = []
@@ -37,17 +37,19 @@ def _callbacks(progress: Progress | None, model: Any, dev_score: DevScore | None
         out.append(_Report())
     if dev_score is not None:
         class _EarlyStop(TrainerCallback):
-            """After each epoch: score the dev queries; stop when it did not improve on the best epoch,
-            whose weights are kept (restored by _keep_best)."""
+            """After each epoch: score the dev queries; stop when it did not improve on the best epoch
+            by min_delta (an epoch that improved by less is still kept as the best, restored by
+            _keep_best when a later one scores lower)."""
             best: tuple[float, Any] | None = None
 
             def on_epoch_end(self, args, state, control, **kwargs):  # noqa: ANN001
                 score = float(dev_score(model))
                 history.append({"epoch": round(state.epoch, 2), "step": state.global_step, "dev_ndcg@10": score})
                 log.info("epoch %.2f: dev NDCG@10 %.4f", state.epoch, score)
-                if self.best is None or score > self.best[0]:
+                gain = None if self.best is None else score - self.best[0]
+                if gain is None or gain > 0:
                     self.best = (score, copy.deepcopy(model.state_dict()))
-                else:
+                if gain is not None and gain < min_delta:
                     control.should_training_stop = True
 
         out.append(_EarlyStop())
@@ -147,7 +149,7 @@ def train_cross_encoder(model: Any, examples: list[Example], cfg: TrainConfig, *
     if (cap := max_rows(cfg)) and len(ds) > cap:
         ds = ds.select(range(cap))  # rows are shuffled (or per query): a seeded subset
     history = [] if history is None else history
-    callbacks = _callbacks(progress, model, dev_score, history, on_loss)
+    callbacks = _callbacks(progress, model, dev_score, history, on_loss, cfg.early_stopping_min_delta)
     with tempfile.TemporaryDirectory() as out:
         args = _args(CrossEncoderTrainingArguments, cfg, out, len(ds), **extra)
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=ds, loss=loss, callbacks=callbacks)
@@ -200,7 +202,7 @@ def train_bi_encoder(base_path: str, examples: list[Example], cfg: TrainConfig,
     model.max_seq_length = cfg.train_length
     loss = MultipleNegativesRankingLoss(model)
     history = [] if history is None else history
-    callbacks = _callbacks(progress, model, dev_score, history, on_loss)
+    callbacks = _callbacks(progress, model, dev_score, history, on_loss, cfg.early_stopping_min_delta)
     with tempfile.TemporaryDirectory() as out:
         # no duplicates in a batch: a repeated passage would be an in-batch false negative
         args = _args(SentenceTransformerTrainingArguments, cfg, out, len(ds),

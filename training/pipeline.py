@@ -6,6 +6,7 @@ directory and published (atomic rename) only then; any failure removes the stagi
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 import time
@@ -24,7 +25,8 @@ from state.settings import Settings
 from training import gates as G
 from training.bm25 import BM25Index, domain_language
 from training.config import TrainConfig
-from training.evaluate import Scorer, evaluate_systems, lexical_scorer, rerank, served_scorer, torch_scorer
+from training.evaluate import (Scorer, evaluate_systems, lexical_scorer, rerank, served_base, served_scorer,
+                               torch_scorer)
 from training.examples import GRADED_SOURCES, Example, SourceError
 from training.fusion_fit import fit_lexical_weight
 from training.metrics import score_run
@@ -289,23 +291,42 @@ def fit_fusion(data: Prepared, neural: Scorer, tokenizer: Any, cfg: TrainConfig,
     return Fusion.with_lexical_weight(w, {"queries": len(f.queries), "k": cfg.eval_k, "ndcg@10_by_weight": table})
 
 
+def _base_systems(data: Prepared, cfg: TrainConfig, settings: Settings) -> tuple[dict[str, Scorer], str]:
+    """The base systems the gate compares with ("base_neural", "base"), and what scored them: the served
+    base version itself (int8, the pool's engine; ~2x faster than torch per pair) when it is built or the
+    latency gate will build it anyway; else the torch base model with serving's windows and lexical part."""
+    from exporters.base_model import ensure_base
+    from scoring.cache import EmbeddingCache
+    from scoring.files import MANIFEST
+
+    served_dir = Registry(settings.registry_root).base_dir(settings.base_model, settings.max_length,
+                                                           settings.builds_openvino)
+    local = LexicalPart(local=LocalLexical(**settings.base_lexical()))
+    if (served_dir / MANIFEST).is_file() or cfg.max_ms_ratio_to_base is not None:
+        served = {"threads": cfg.threads or max(1, os.cpu_count() or 1), "engine": settings.engine,
+                  "max_length": cfg.max_length, "doc_tokens": settings.doc_tokens, "cache": EmbeddingCache(1 << 30)}
+        return served_base(str(ensure_base(settings)), local.local, **served), f"served base ({settings.engine})"
+    base = load(data.source, cfg.max_length)
+    neural = torch_scorer(base, data.source.kind, **_windows(cfg, settings))
+    tok = base.tokenizer.backend_tokenizer
+    return {"base_neural": neural, "base": served_scorer(neural, local, tok, doc_tokens=settings.doc_tokens)}, "torch"
+
+
 def evaluate(data: Prepared, model: Any, kind: str, cfg: TrainConfig, spec: DataSpec, settings: Settings,
              rep: Reporter) -> tuple[dict, Fusion | None]:
     """Every system on the dev queries' candidates, scored as served: bm25 (the first stage), base (the
     served base: its neural score fused with request-local BM25), base_neural, lexical (BM25 with the
     domain's statistics), candidate_neural and candidate (the domain model as it would be published)."""
     rep.stage("evaluate")
-    base = load(data.source, cfg.max_length)
     windows = _windows(cfg, settings)
-    base_tok, tok = base.tokenizer.backend_tokenizer, model.tokenizer.backend_tokenizer
-    base_neural = torch_scorer(base, data.source.kind, **windows)
+    tok = model.tokenizer.backend_tokenizer
     cand_neural = torch_scorer(model, kind, **windows)  # one embedding cache for fusion and dev queries
     fusion = fit_fusion(data, cand_neural, tok, cfg, settings) if cfg.fusion and data.fusion else None
     cap = {"doc_tokens": settings.doc_tokens}
+    base, base_by = _base_systems(data, cfg, settings)
     systems = {
         "bm25": None,
-        "base": served_scorer(base_neural, LexicalPart(local=LocalLexical(**settings.base_lexical())), base_tok, **cap),
-        "base_neural": base_neural,
+        **base,
         "lexical": lexical_scorer(LexicalScorer(data.lexical.analyzer, data.lexical), tok, settings.doc_tokens),
         "candidate_neural": cand_neural,
         "candidate": served_scorer(cand_neural, LexicalPart(data.lexical, fusion) if fusion else LexicalPart(), tok, **cap),
@@ -316,7 +337,7 @@ def evaluate(data: Prepared, model: Any, kind: str, cfg: TrainConfig, spec: Data
     metrics["eval"] = {"queries": len(dev.queries), "k": cfg.eval_k, "judged_set_queries": dev.judged,
                        "candidates": "first-stage top-k, nothing injected (judged set for corpus-less sources)",
                        "split": spec.eval_split or f"dev {cfg.dev_fraction:.0%} of training queries (seed {cfg.seed})",
-                       "language": data.lexical.analyzer.language}
+                       "language": data.lexical.analyzer.language, "base_scored_by": base_by}
     if fusion is not None:
         metrics["fusion"] = {"lexical_weight": fusion.lexical_weight, **(fusion.fitted_on or {})}
     metrics["train_pairs"] = len(data.train)
