@@ -301,15 +301,15 @@ def _base_systems(data: Prepared, cfg: TrainConfig, settings: Settings) -> tuple
 
     served_dir = Registry(settings.registry_root).base_dir(settings.base_model, settings.max_length,
                                                            settings.builds_openvino)
-    local = LexicalPart(local=LocalLexical(**settings.base_lexical()))
+    local = LocalLexical(**settings.base_lexical())
     if (served_dir / MANIFEST).is_file() or cfg.max_ms_ratio_to_base is not None:
         served = {"threads": cfg.threads or max(1, os.cpu_count() or 1), "engine": settings.engine,
                   "max_length": cfg.max_length, "doc_tokens": settings.doc_tokens, "cache": EmbeddingCache(1 << 30)}
-        return served_base(str(ensure_base(settings)), local.local, **served), f"served base ({settings.engine})"
+        return served_base(str(ensure_base(settings)), local, **served), f"served base ({settings.engine})"
     base = load(data.source, cfg.max_length)
     neural = torch_scorer(base, data.source.kind, **_windows(cfg, settings))
-    tok = base.tokenizer.backend_tokenizer
-    return {"base_neural": neural, "base": served_scorer(neural, local, tok, doc_tokens=settings.doc_tokens)}, "torch"
+    fused = served_scorer(neural, LexicalPart(local=local), base.tokenizer.backend_tokenizer, settings.doc_tokens)
+    return {"base_neural": neural, "base": fused}, "torch"
 
 
 def evaluate(data: Prepared, model: Any, kind: str, cfg: TrainConfig, spec: DataSpec, settings: Settings,
