@@ -29,9 +29,9 @@ class TrainConfig:
     bf16: bool | None = None  # bf16 autocast; None: where the CPU computes bf16 natively
     early_stopping_queries: int = 100  # dev queries scored after each epoch (0: no early stopping)
     early_stopping_k: int = 30  # of their first-stage candidates
-    # an epoch that gains less than this over the best so far ends training: on the three datasets'
-    # dev curves (README.md, "Quality across domains") later epochs gained 0.017 and 0.001 (SciFact), -0.008 (NFCorpus),
-    # 0.002 and 0.009 (JaQuAD, where an epoch costs ~5 min of the 20-minute budget)
+    # an epoch that gains less than this over the best so far ends training; on the dev curves of
+    # README.md's "Quality across domains", later epochs gained 0.017 and 0.001 (SciFact), -0.008
+    # (NFCorpus), 0.002 and 0.009 (JaQuAD, where an epoch costs ~2.5 min of the 20-minute budget)
     early_stopping_min_delta: float = 0.005
     # hard negatives
     negatives_per_query: int = 3
