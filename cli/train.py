@@ -111,15 +111,12 @@ def evaluate(domain: str = typer.Option(..., help="domain id (its active model i
     """Rerank the language-aware BM25 top-k with the base and the domain's active model, scored as
     served, and each of their parts alone; print NDCG/MRR/MAP/Recall/context precision."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from exporters.base_model import ensure_base
-    from scoring.cache import EmbeddingCache
-    from scoring.fusion import LocalLexical
     from scoring.lexical import Analyzer
     from state.ids import model_id, validate_domain
     from state.registry import Registry
     from state.settings import Settings
     from training.bm25 import BM25Index, domain_language
-    from training.evaluate import evaluate_systems, served_base, version_scorer
+    from training.evaluate import evaluate_systems, served_base, served_options, version_scorer
     from training.sources.beir import load_beir
     from training.splits import subset
 
@@ -147,13 +144,8 @@ def evaluate(domain: str = typer.Option(..., help="domain id (its active model i
     with _json_stdout(as_json):
         bars.stage("bm25")
         cands = BM25Index(data.corpus, Analyzer(language)).search(queries, k)
-        # scored as served: same engine, max length and windows as the pool; one embedding cache, so the
-        # parts of a model cost one pass over the passages
-        threads = max(1, min(2, os.cpu_count() or 1))
-        served = {"threads": threads, "engine": settings.engine, "max_length": settings.max_length,
-                  "doc_tokens": settings.doc_tokens, "cache": EmbeddingCache(2 << 30)}
-        base_dir = str(ensure_base(settings))
-        systems = {"bm25": None, **served_base(base_dir, LocalLexical(**settings.base_lexical()), **served),
+        served = served_options(settings, threads=max(1, min(2, os.cpu_count() or 1)))  # scored as the pool scores
+        systems = {"bm25": None, **served_base(settings, served),
                    "domain_neural": version_scorer(version_dir, **served, hybrid=False),
                    "domain": version_scorer(version_dir, **served)}
         if manifest.get("lexical"):

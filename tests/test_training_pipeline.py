@@ -17,7 +17,7 @@ from training.config import TrainConfig
 from training import gates as G
 from training.bm25 import BM25Index
 from training.evaluate import rerank
-from training.pipeline import DataSpec, _base_systems, _heldout, prepare, run
+from training.pipeline import DataSpec, _heldout, base_scorers, prepare, run
 from training.sources.beir import beir_examples, load_beir
 
 from tests.conftest import SCIFACT
@@ -100,10 +100,10 @@ def test_the_gate_scores_the_served_base_which_agrees_with_the_torch_base(tmp_pa
     settings = Settings(home=tmp_path)
     cfg = TrainConfig(**TINY)
     data = prepare("scifact", DataSpec(beir=str(SCIFACT)), cfg, settings, Recorder())
-    in_torch, by = _base_systems(data, cfg, settings)
+    in_torch, by = base_scorers(data, cfg, settings)
     assert by == "torch"  # a fresh home without a base version, and no latency gate to build one
     shutil.copytree(base_version, settings.registry_root / "_base" / base_version.name)
-    served, by = _base_systems(data, cfg, settings)
+    served, by = base_scorers(data, cfg, settings)
     assert by == f"served base ({settings.engine})"
     dev = data.dev
     for name in ("base_neural", "base"):

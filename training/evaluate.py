@@ -11,6 +11,7 @@ from training.metrics import score_run
 if TYPE_CHECKING:
     from scoring.files import Engine
     from scoring.fusion import LexicalPart
+    from state.settings import Settings
 
 Scorer = Callable[[str, list[str]], np.ndarray]  # (query, passages) -> scores
 
@@ -100,12 +101,24 @@ def version_scorer(version_dir: str, threads: int = 1, engine: Engine = "onnxrun
     return lambda q, docs: scorer.score(q, docs).scores
 
 
-def served_base(base_dir: str, local_lexical: object, **served: object) -> dict[str, Scorer]:
-    """The served base version, torch-free: "base_neural" (its cosine alone) and "base" (as the pool serves
-    it: fused with request-local BM25). Give them one `cache` (served options) and the base costs one
-    embedding pass over the passages."""
-    return {"base_neural": version_scorer(base_dir, **served),  # type: ignore[arg-type]
-            "base": version_scorer(base_dir, **served, local_lexical=local_lexical)}  # type: ignore[arg-type]
+def served_options(settings: Settings, threads: int, max_length: int | None = None) -> dict:
+    """VersionScorer options as the pool scores (engine, window length, token cap), with one embedding
+    cache: every scorer built with them shares it, so the parts of a model cost one pass over the passages."""
+    from scoring.cache import EmbeddingCache
+
+    return {"threads": threads, "engine": settings.engine, "max_length": max_length or settings.max_length,
+            "doc_tokens": settings.doc_tokens, "cache": EmbeddingCache(2 << 30)}
+
+
+def served_base(settings: Settings, served: dict) -> dict[str, Scorer]:
+    """The served base version (built on first use), torch-free: "base_neural" (its cosine alone) and
+    "base" (as the pool serves it: fused with request-local BM25), with `served_options`."""
+    from exporters.base_model import ensure_base
+    from scoring.fusion import LocalLexical
+
+    base_dir = str(ensure_base(settings))
+    return {"base_neural": version_scorer(base_dir, **served),
+            "base": version_scorer(base_dir, **served, local_lexical=LocalLexical(**settings.base_lexical()))}
 
 
 def rerank(scorer: Scorer, queries: dict[str, str], candidates: dict[str, dict[str, float]],

@@ -25,8 +25,8 @@ from state.settings import Settings
 from training import gates as G
 from training.bm25 import BM25Index, domain_language
 from training.config import TrainConfig
-from training.evaluate import (Scorer, evaluate_systems, lexical_scorer, rerank, served_base, served_scorer,
-                               torch_scorer)
+from training.evaluate import (Scorer, evaluate_systems, lexical_scorer, rerank, served_base, served_options,
+                               served_scorer, torch_scorer)
 from training.examples import GRADED_SOURCES, Example, SourceError
 from training.fusion_fit import fit_lexical_weight
 from training.metrics import score_run
@@ -291,24 +291,21 @@ def fit_fusion(data: Prepared, neural: Scorer, tokenizer: Any, cfg: TrainConfig,
     return Fusion.with_lexical_weight(w, {"queries": len(f.queries), "k": cfg.eval_k, "ndcg@10_by_weight": table})
 
 
-def _base_systems(data: Prepared, cfg: TrainConfig, settings: Settings) -> tuple[dict[str, Scorer], str]:
+def base_scorers(data: Prepared, cfg: TrainConfig, settings: Settings) -> tuple[dict[str, Scorer], str]:
     """The base systems the gate compares with ("base_neural", "base"), and what scored them: the served
     base version itself (int8, the pool's engine; ~2x faster than torch per pair) when it is built or the
     latency gate will build it anyway; else the torch base model with serving's windows and lexical part."""
-    from exporters.base_model import ensure_base
-    from scoring.cache import EmbeddingCache
     from scoring.files import MANIFEST
 
     served_dir = Registry(settings.registry_root).base_dir(settings.base_model, settings.max_length,
                                                            settings.builds_openvino)
-    local = LocalLexical(**settings.base_lexical())
     if (served_dir / MANIFEST).is_file() or cfg.max_ms_ratio_to_base is not None:
-        served = {"threads": cfg.threads or max(1, os.cpu_count() or 1), "engine": settings.engine,
-                  "max_length": cfg.max_length, "doc_tokens": settings.doc_tokens, "cache": EmbeddingCache(1 << 30)}
-        return served_base(str(ensure_base(settings)), local, **served), f"served base ({settings.engine})"
+        served = served_options(settings, cfg.threads or max(1, os.cpu_count() or 1), cfg.max_length)
+        return served_base(settings, served), f"served base ({settings.engine})"
     base = load(data.source, cfg.max_length)
     neural = torch_scorer(base, data.source.kind, **_windows(cfg, settings))
-    fused = served_scorer(neural, LexicalPart(local=local), base.tokenizer.backend_tokenizer, settings.doc_tokens)
+    local = LexicalPart(local=LocalLexical(**settings.base_lexical()))
+    fused = served_scorer(neural, local, base.tokenizer.backend_tokenizer, settings.doc_tokens)
     return {"base_neural": neural, "base": fused}, "torch"
 
 
@@ -323,7 +320,7 @@ def evaluate(data: Prepared, model: Any, kind: str, cfg: TrainConfig, spec: Data
     cand_neural = torch_scorer(model, kind, **windows)  # one embedding cache for fusion and dev queries
     fusion = fit_fusion(data, cand_neural, tok, cfg, settings) if cfg.fusion and data.fusion else None
     cap = {"doc_tokens": settings.doc_tokens}
-    base, base_by = _base_systems(data, cfg, settings)
+    base, base_by = base_scorers(data, cfg, settings)
     systems = {
         "bm25": None,
         **base,

@@ -180,17 +180,15 @@ def train_margin_mse(student: Any, rows: dict[str, list], cfg: Any, steps: int, 
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import MarginMSELoss
-    import torch
+
+    from training.finetune import _args
 
     losses: list = []
     clock = _clock_callback(steps, deadline, losses, name)
     with tempfile.TemporaryDirectory() as out:
-        args = CrossEncoderTrainingArguments(
-            output_dir=out, max_steps=steps, per_device_train_batch_size=cfg.batch_size,
-            learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio, seed=cfg.seed, bf16=cfg.use_bf16(),
-            use_cpu=not torch.cuda.is_available(), save_strategy="no", report_to="none",
-            logging_steps=max(1, steps // 20), dataloader_num_workers=0, disable_tqdm=True,
-            learning_rate_mapping={r"(^|\.)2\.linear\.": cfg.head_learning_rate})
+        # the product's trainer arguments (training/finetune.py); max_steps overrides its epochs
+        args = _args(CrossEncoderTrainingArguments, cfg, out, steps * cfg.batch_size, max_steps=steps,
+                     learning_rate_mapping={r"(^|\.)2\.linear\.": cfg.head_learning_rate})
         trainer = CrossEncoderTrainer(model=student, args=args, train_dataset=Dataset.from_dict(rows),
                                       loss=MarginMSELoss(student), callbacks=[clock])
         trainer.train()
@@ -269,13 +267,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from benchmarks.latency import machine
-    from exporters.source import load, resolve
-    from scoring.fusion import LexicalPart, LocalLexical
+    from exporters.source import resolve
+    from scoring.fusion import LexicalPart
     from state.settings import Settings
     from training.config import TrainConfig
     from training.evaluate import evaluate_systems, served_scorer, torch_scorer
     from training.finetune import new_cross_encoder
-    from training.pipeline import DataSpec, fine_tune, fit_fusion, prepare
+    from training.pipeline import DataSpec, base_scorers, fine_tune, fit_fusion, prepare
 
     over = {k: json.loads(v) for k, v in (s.split("=", 1) for s in a.set)}
     cfg = TrainConfig.from_dict({**over, **({"max_queries": a.max_queries} if a.max_queries else {})})
@@ -362,8 +360,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         rep.stage("evaluate")
         student.max_seq_length = cfg.max_length  # served length, as the teacher (trained at train_length)
-        base = load(data.source, cfg.max_length)
-        base_neural = torch_scorer(base, data.source.kind, **windows)
+        # the pipeline's torch base (this temporary home has no served base version, and none is built)
+        base = base_scorers(data, replace(cfg, max_ms_ratio_to_base=None), settings)[0]["base"]
         student_neural = cached(torch_scorer(student, "cross-encoder", **windows))
         t_tok, s_tok = teacher.tokenizer.backend_tokenizer, student.tokenizer.backend_tokenizer
         cap = {"doc_tokens": settings.doc_tokens}
@@ -377,8 +375,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             "student_bm25": {"lexical_weight": fusion_s.lexical_weight, **(fusion_s.fitted_on or {})}}
         systems: dict[str, Scorer | None] = {
             "bm25": None,
-            "base": served_scorer(base_neural, LexicalPart(local=LocalLexical(**settings.base_lexical())),
-                                  base.tokenizer.backend_tokenizer, **cap),
+            "base": base,
             "hybrid": served_scorer(teacher_neural, LexicalPart(data.lexical, fusion_t), t_tok, **cap),
             "teacher_neural": teacher_neural,
             "student": student_neural,
