@@ -19,7 +19,7 @@ from serving.overload import Unavailable
 from serving.protocol import ErrorBody
 from serving.rerank_service import BadRequest
 from state.ids import InvalidId
-from state.registry import NotFound, RegistryError
+from state.registry import Conflict, NotFound, RegistryError
 
 # The field an error names when its raiser gave none ("<field>: <problem>" messages name their own).
 _FIELD_BY_STATUS = {400: "body", 401: "authorization", 403: "authorization", 404: "path", 405: "method",
@@ -100,6 +100,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Unavailable)
     async def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
         return unavailable(str(exc), exc.retry_after_s)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return error_response(409, str(exc), field="expected_active")  # the message names the active version
 
     @app.exception_handler(RegistryError)
     async def _registry(request: Request, exc: RegistryError) -> JSONResponse:

@@ -286,6 +286,11 @@ class DomainCreate(DomainConfigUpdate):
 class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: str = Field(pattern=VERSION_RE.pattern, description="N or vN.")
+    expected_active: str | None = Field(
+        None, pattern=VERSION_RE.pattern,
+        description="The version this promote replaces (null: none is active). If another version is active "
+                    "when the registry flips, the answer is 409 naming it and nothing changes. Absent: the "
+                    "version active when the request arrived.")
 
 
 class Published(BaseModel):
