@@ -204,6 +204,8 @@ class TeiInfo(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     error: str | None = None
+    events_backlog: int = Field(0, description="Impression events spilled during a database outage, not yet "
+                                "replayed into the store (the replay runs by itself; serving is unaffected).")
 
 
 # ---- feedback and the A/B report -----------------------------------------------------------------
@@ -247,6 +249,9 @@ class ABReport(BaseModel):
     comparison: ABComparison
     verdict: Literal["insufficient data", "no difference", "domain better", "base better"]
     thresholds: dict[str, float]
+    incomplete: bool = Field(False, description="Impressions of this domain wait in the spill file (a database "
+                             "outage) and are not in these figures yet; they are replayed automatically.")
+    events_backlog: int = Field(0, description="How many (0 when complete).")
 
 
 # ---- domains and versions (admin) ----------------------------------------------------------------

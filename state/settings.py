@@ -109,6 +109,11 @@ class Settings(BaseSettings):
 
     admin_token: str | None = None
     db_url: str | None = None  # default: sqlite in home
+    # Impressions the store could not take wait in the spill file; each ingress replica replays it in the
+    # background (serving/replayer.py): it looks every spill_replay_s, and after a failed try waits twice as
+    # long, up to spill_replay_max_s (a write that succeeds again starts the replay at once).
+    spill_replay_s: float = Field(1.0, gt=0)
+    spill_replay_max_s: float = Field(60.0, gt=0)
     ab_split: float = 0.5
 
     @field_validator("home")
