@@ -317,20 +317,28 @@ class Deleted(BaseModel):
 
 
 # ---- training jobs -------------------------------------------------------------------------------
+SPLIT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # a BEIR qrels/<split>.tsv name, never a path
+
+
 class TrainRequest(BaseModel):
+    """Server paths must be absolute and inside RERANKER_DATA_ROOTS (default: the service's uploads)."""
     model_config = ConfigDict(extra="forbid")
-    beir: str | None = Field(None, description="BEIR directory on the server (corpus.jsonl, queries.jsonl, qrels/)")
-    split: str = "train"
-    eval_split: str | None = None
-    ragas: list[str] = Field(default_factory=list, description="RAGAS JSONL files on the server")
-    labels: list[str] = Field(default_factory=list, description="expert label files (JSONL/CSV) on the server")
+    beir: str | None = Field(None, max_length=4096,
+                             description="BEIR directory on the server (corpus.jsonl, queries.jsonl, qrels/)")
+    split: str = Field("train", pattern=SPLIT_PATTERN)
+    eval_split: str | None = Field(None, pattern=SPLIT_PATTERN)
+    ragas: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=100, description="RAGAS JSONL files on the server")
+    labels: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=100, description="expert label files (JSONL/CSV) on the server")
     search_logs: StrictBool = False
     expert_labels: StrictBool = Field(False, description="the domain's grades from the label queue (/labels)")
     uploads: list[str] = Field(default_factory=list,
                                description="ids of this domain's uploads (POST /v1/domains/{d}/uploads)")
     max_queries: PositiveJsonInt | None = None
     activate: StrictBool = False
-    config: dict[str, Any] = Field(default_factory=dict, description="training options (training.config)")
+    config: dict[str, Any] = Field(default_factory=dict, description="training options: GET /v1/training/options "
+                                   "gives each one's default and the schema (types, ranges) they are checked by")
 
 
 class TrainAccepted(BaseModel):
@@ -377,6 +385,8 @@ class JobList(BaseModel):
 class TrainingOptions(BaseModel):
     defaults: dict[str, Any] = Field(description="every training option (`config` of a train request) "
                                                  "with its default")
+    json_schema: dict[str, Any] = Field(description="the options schema (JSON Schema: types and ranges) that a "
+                                                    "train request's `config` is checked against")
 
 
 # ---- traffic and the A/B timeline ----------------------------------------------------------------

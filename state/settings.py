@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     train_resources: dict[str, float] = Field(default_factory=dict)
     # Ray's job server (http://HEAD:8265): training jobs are submitted there instead of run as Ray tasks
     ray_jobs_address: str | None = None
+    # Directories whose files a train request may name as server paths (beir, ragas, labels, a base_model
+    # directory), as a JSON list; anything else is refused at the door (422). Empty: only the service's
+    # own uploads (<home>/uploads).
+    data_roots: list[str] = Field(default_factory=list)
     registry_cache_ttl_s: float = 1.0
 
     admin_token: str | None = None
@@ -132,6 +136,11 @@ class Settings(BaseSettings):
         langs = {x.strip() for x in self.base_languages.split(",") if x.strip()}
         return {"weight": self.base_lexical_weight, "weight_uncovered": self.base_lexical_weight_uncovered,
                 "languages": None if "*" in langs else frozenset(langs)}
+
+    @property
+    def training_data_roots(self) -> list[Path]:
+        """data_roots resolved (links followed), or the uploads directory."""
+        return [Path(p).expanduser().resolve() for p in self.data_roots] or [(self.home / "uploads").resolve()]
 
     @property
     def registry_root(self) -> Path:
