@@ -13,6 +13,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from scoring.scorer import TooManyTokens
 from serving.overload import Unavailable
@@ -76,7 +77,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette's Allow names the one route it tried, not the path's others
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return error_response(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(BadRequest)
     async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
@@ -113,6 +117,17 @@ def install(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Starlette's ServerErrorMiddleware logs the traceback and answers with this body
         return error_response(500, f"internal error: {type(exc).__name__}", field="server")
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path (FastAPI makes one route per method), asked
+    of the router itself: which methods would fully match."""
+    scope = {k: v for k, v in request.scope.items() if k in ("type", "path", "root_path", "app")}
+    return [m for m in _METHODS
+            if any(route.matches({**scope, "method": m})[0] == Match.FULL for route in request.app.routes)]
 
 
 def unavailable(message: str, retry_after_s: int) -> JSONResponse:

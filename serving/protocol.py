@@ -68,9 +68,10 @@ class RerankRequest(BaseModel):
     domain: str | None = Field(None, pattern=DOMAIN_RE.pattern, description="Used when ?domain= is absent.")
     user_id: str | None = Field(None, max_length=USER_KEY_LEN,
                                 description="Sticky A/B key; else X-User-Id / X-Session-Id headers.")
-    rank_fields: list[str] | None = Field(None, min_length=1, max_length=32,
-                                          description="Rank object documents on these fields (Cohere v1), in this "
-                                                      "order, as 'field: value' lines; documents need no text then.")
+    rank_fields: list[Annotated[str, Field(json_schema_extra={"minLength": 1, "pattern": r"\S"})]] | None = Field(
+        None, min_length=1, max_length=32, json_schema_extra={"uniqueItems": True},
+        description="Rank object documents on these fields (Cohere v1), in this order, as 'field: value' lines; "
+                    "documents need no text then. Names are non-empty and distinct.")
     # Cohere options this service does not implement: accepted only when unset, refused otherwise.
     max_chunks_per_doc: JsonInt | None = Field(None, description="Cohere v1 (deprecated): refused when set.")
     priority: JsonInt | None = Field(None, description="Cohere v2: only 0 (the default) is accepted; requests are "
@@ -165,10 +166,11 @@ class TeiRerankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(description="Must not be empty.", json_schema_extra={"pattern": r"\S"})
     texts: list[str] = Field(description="At least one.", json_schema_extra={"minItems": 1})
-    raw_scores: bool = Field(False, description="Scores before the model's activation (see README).")
-    return_text: bool = False
-    truncate: bool | None = Field(None, description="Cut texts to the model's length; false or absent (TEI's "
-                                                     "default): a text that does not fit is a 413.")
+    # strict, as /rerank: "yes", "off", 0 and 1 are no booleans (a 422 naming the field)
+    raw_scores: StrictBool = Field(False, description="Scores before the model's activation (see README).")
+    return_text: StrictBool = False
+    truncate: StrictBool | None = Field(None, description="Cut texts to the model's length; false or absent (TEI's "
+                                                           "default): a text that does not fit is a 413.")
     truncation_direction: Literal["Right", "right"] | None = Field(
         None, description="Only Right (TEI's default): texts are cut at the end.")
 
