@@ -1,6 +1,6 @@
-"""Checks of uploaded training data and the training option defaults, answered by training itself in a
-child process (`python -m training.inputs`), as are the training options and their schema: serving never imports training, and the file formats are
-read by the very code that will train on them."""
+"""Checks of uploaded training data, and the training options (defaults and schema), answered by training
+itself in a child process (`python -m training.inputs`): serving never imports training, and the file
+formats and options are read by the very code that will train on them."""
 from __future__ import annotations
 
 import asyncio

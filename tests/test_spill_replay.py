@@ -2,8 +2,8 @@
 background (serving/replayer.py), one replayer at a time, idempotently; its backlog is a metric, in
 /readyz and in the A/B report.
 
-The outage test stops and starts a real PostgreSQL (its own server, started with .ci/postgres.sh on a free
-port, so that other tests using the CI server are not disturbed) under load from three clients against
+The outage test stops and starts a real PostgreSQL (its own server: serving.local.LocalPostgres runs
+.ci/postgres.sh on a free port, so that other tests using the CI server are not disturbed) under load from three clients against
 two ingress apps ("replicas") on real HTTP (uvicorn), then checks that every answered request has exactly
 one impression in the database, with no command run.
 """
@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import threading
 import time
-import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -24,6 +21,7 @@ from sqlalchemy import text
 
 from serving.events import EVENTS_FAILED, EventLogger
 from serving.ingress import create_app
+from serving.local import LocalPostgres
 from serving.replayer import SpillReplayer
 from state import spill
 from state.ab_report import ab_report
@@ -33,7 +31,6 @@ from tests.conftest import free_port
 from tests.test_app_seam import WordOverlap
 from tests.test_event_spill import closed_port_url, event, store, unavailable  # noqa: F401 - fixture
 
-ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("RERANKER_TEST_PG_URL")
 
 
@@ -125,24 +122,15 @@ def test_a_successful_write_wakes_a_backed_off_replayer(store, tmp_path):
 
 
 # ---- the outage, with a real PostgreSQL -----------------------------------------------------------
-def _pg(env: dict, *args: str) -> str:
-    out = subprocess.run(["bash", str(ROOT / ".ci" / "postgres.sh"), *args], env={**os.environ, **env},
-                         capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out.stdout.strip()
-
-
 @pytest.fixture
 def own_postgres():
     """A PostgreSQL server of this test's own (the CI server's binaries): stopped and started at will."""
     if not PG_URL:
         pytest.skip("RERANKER_TEST_PG_URL is not set: run .ci/postgres.sh and export the URL it prints")
-    env = {"PG_PORT": str(free_port()), "PG_DIR": f"/tmp/reranker-pg-outage-{uuid.uuid4().hex[:8]}",
-           "PG_DB": "outage"}
-    url = _pg(env)
-    yield url, env
-    _pg(env, "stop")
-    subprocess.run(["rm", "-rf", env["PG_DIR"]], check=False)
+    pg = LocalPostgres(free_port(), db="outage")
+    pg.start()
+    yield pg
+    pg.remove()
 
 
 class Replica:
@@ -164,7 +152,8 @@ class Replica:
 
 
 def test_a_database_outage_under_load_loses_nothing_and_needs_no_command(own_postgres, tmp_path):
-    url, env = own_postgres
+    pg = own_postgres
+    url = pg.url
     settings = Settings(home=tmp_path, db_url=url, admin_token="t", spill_replay_s=0.5, spill_replay_max_s=2.0,
                         registry_cache_ttl_s=0)
     replicas = [Replica(settings), Replica(settings)]
@@ -188,11 +177,11 @@ def test_a_database_outage_under_load_loses_nothing_and_needs_no_command(own_pos
         t.start()
     try:
         time.sleep(2)
-        _pg(env, "stop")  # the database goes away under load...
+        pg.stop()  # the database goes away under load...
         time.sleep(3)
         backlog_seen = [httpx.get(f"{r.url}/readyz", timeout=30).json()["events_backlog"] for r in replicas]
         time.sleep(3)
-        _pg(env)  # ...and comes back; nobody runs `reranker events replay`
+        pg.start()  # ...and comes back; nobody runs `reranker events replay`
         time.sleep(3)
     finally:
         stop.set()

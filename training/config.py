@@ -99,17 +99,16 @@ class TrainConfig:
 # same answer GET /v1/training/options and the admin form use), and from_dict checks it again in the job.
 # A hub id or installed package; or an absolute server path, which serving accepts only under its data roots.
 MODEL_REF = r"^(/.*|[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?)$"
-_MAX_STEPS = 10_000_000
 BOUNDS: dict[str, dict[str, Any]] = {
     "base_model": {"min_length": 1, "max_length": 500, "pattern": MODEL_REF,
-                   "json_schema_extra": {"format": "server-path-or-model-id"}},
+                   "json_schema_extra": {"format": "server-path-or-model-id"}},  # serving/train_request.py
     "epochs": {"gt": 0, "le": 100},
     "learning_rate": {"gt": 0, "le": 1},
     "head_learning_rate": {"gt": 0, "le": 1},
     "batch_size": {"ge": 1, "le": 4096},
     "max_length": {"ge": 8, "le": 8192},
     "train_max_length": {"ge": 8, "le": 8192},
-    "max_train_steps": {"ge": 1, "le": _MAX_STEPS},
+    "max_train_steps": {"ge": 1, "le": 10_000_000},
     "positives_per_query": {"ge": 1, "le": 1000},
     "warmup_ratio": {"ge": 0, "le": 1},
     "pos_weight": {"gt": 0, "le": 1e6},
