@@ -318,8 +318,8 @@ class Registry:
             if old == name:
                 return name
             if old != expected_active:
-                raise Conflict(f"{domain}: {old or 'no version'} is active, not {expected_active or 'no version'} "
-                               f"as this promote of {name} expected; {name} was not promoted", old)
+                raise Conflict(f"{domain}: {old or 'no version'} is active, but this promote of {name} expected "
+                               f"{expected_active or 'no version'} to be; nothing changed", old)
             if old:
                 cfg["versions"][old] = {**cfg["versions"].get(old, {}), "status": "retired", "updated": time.time()}
                 cfg["history"].append(old)
