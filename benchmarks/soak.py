@@ -1,6 +1,7 @@
 """Soak: locust at ~80% of the measured saturation for 30 min, a promote every 90 s, one pool replica
-killed, then a graceful stop (SIGTERM). Reports 5xx, p50/p99, the longest stretch without an answer
-around the kill, and impressions answered vs stored. Results in results/soak.json.
+killed, the database stopped for 20 s and started again, then a graceful stop (SIGTERM). Reports 5xx,
+p50/p99, the longest stretch without an answer around the kill, and impressions answered vs stored
+(what the database restart lost: the goal is nothing, with no command run). Results in results/soak.json.
 
     nice -n 10 .venv/bin/python -m benchmarks.soak                     # 30 min
     .venv/bin/python -m benchmarks.soak --minutes 3 --saturation-s 30  # a short run
@@ -9,7 +10,8 @@ It runs its own service (`python -m serving.main`, what `make serve` runs, on a 
 private local Ray and a fresh RERANKER_HOME; BENCH_BASE_DIR reuses an exported base model): saturation is measured first
 (locust users with no pause), then the soak runs at `--load` (0.8) of it with a fixed rate per user.
 One domain has a published cross-encoder (benchmarks.latency's export) whose two versions are
-promoted in turn; a second domain stays on the base model.
+promoted in turn; a second domain stays on the base model. The event store is a PostgreSQL server of the
+run's own (serving.local.LocalPostgres; `--db-down-s 0`, or no PostgreSQL installed: SQLite, no restart).
 """
 from __future__ import annotations
 
@@ -93,23 +95,35 @@ def main(argv: list[str] | None = None) -> dict:
                     help="users with no pause that measure saturation: 2 per pool replica keeps each one busy")
     ap.add_argument("--promote-every", type=float, default=90)
     ap.add_argument("--kill-at", type=float, default=0.4, help="kill a pool replica at this share of the soak")
+    ap.add_argument("--db-restart-at", type=float, default=0.6, help="stop the database at this share of the soak")
+    ap.add_argument("--db-down-s", type=float, default=20, help="for this long (0: SQLite, no restart)")
     ap.add_argument("--domain", default="scifact")
     ap.add_argument("--base-domain", default="legal")
     args = svc.own_service_args(ap, RESULTS / "soak.json", argv)
     from benchmarks.latency import ensure_models
     from serving import local
+    from state import spill
     from state.store import Store
 
     _, version_dir = ensure_models(args.cache)
     home = svc.fresh_home("reranker-soak-home-")
     token = os.environ.get("RERANKER_ADMIN_TOKEN", svc.ADMIN_TOKEN)
-    proc = local.start_runner(home, args.port, env={"RERANKER_ADMIN_TOKEN": token})
+    pg, db_url = None, f"sqlite:///{home / 'reranker.db'}"
+    if args.db_down_s > 0:
+        try:
+            pg = local.LocalPostgres(svc.free_port(), db="soak")
+            db_url = pg.start()
+        except (RuntimeError, OSError) as e:
+            print(f"no PostgreSQL ({e}): SQLite, no database restart", flush=True)
+            pg = None
+    proc = local.start_runner(home, args.port, env={"RERANKER_ADMIN_TOKEN": token, "RERANKER_DB_URL": db_url})
     url = f"http://127.0.0.1:{args.port}"
     domains = [args.domain, args.base_domain]
     load_samples: list[float] = [os.getloadavg()[0]]
     stop_sampling = threading.Event()
     loadavg_sampler(load_samples, stop_sampling)
-    result: dict = {"loadavg_start": os.getloadavg(), "cpus": os.cpu_count(), "home": str(home)}
+    result: dict = {"loadavg_start": os.getloadavg(), "cpus": os.cpu_count(), "home": str(home),
+                    "db": "postgresql" if pg else "sqlite", "db_restart": None}
     try:
         local.wait_ready(url, timeout_s=900, proc=proc)
         versions = [svc.publish(url, args.domain, version_dir, activate=True),
@@ -139,6 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.monotonic()
         promotes, kill = [], None
         next_promote, kill_at = t0 + args.promote_every, t0 + args.kill_at * seconds
+        db_stop_at = t0 + args.db_restart_at * seconds if pg else float("inf")
         while locust.poll() is None and time.monotonic() < t0 + seconds + 300:
             now = time.monotonic()
             if now >= next_promote and now < t0 + seconds - 10:
@@ -154,6 +169,15 @@ def main(argv: list[str] | None = None) -> dict:
                 os.kill(pids[0], signal.SIGKILL)
                 kill = {"at_s": round(now - t0, 1), "pid": pids[0], "replicas_before": len(pids)}
                 print(f"killed pool replica {pids[0]} at {kill['at_s']} s", flush=True)
+            if pg and result["db_restart"] is None and now >= db_stop_at:
+                pg.stop()
+                result["db_restart"] = {"stopped_at_s": round(now - t0, 1)}
+                print(f"database stopped at {result['db_restart']['stopped_at_s']} s", flush=True)
+            if pg and result["db_restart"] and "started_at_s" not in result["db_restart"] \
+                    and now >= db_stop_at + args.db_down_s:
+                pg.start()
+                result["db_restart"]["started_at_s"] = round(time.monotonic() - t0, 1)
+                print(f"database started at {result['db_restart']['started_at_s']} s", flush=True)
             if kill is not None and "replaced_after_s" not in kill:
                 if len(set(local.replica_pids(proc.pid, "RerankerPool")) - {kill["pid"]}) >= kill["replicas_before"]:
                     kill["replaced_after_s"] = round(time.monotonic() - t0 - kill["at_s"], 1)
@@ -188,24 +212,32 @@ def main(argv: list[str] | None = None) -> dict:
                 proc.kill()
         result["stop_s"] = round(time.monotonic() - t_stop, 1)
         stop_sampling.set()
-    store = Store(f"sqlite:///{home / 'reranker.db'}")
+    if pg and result["db_restart"] and "started_at_s" not in result["db_restart"]:
+        pg.start()  # the soak ended while it was down: what stays in the spill file shows below
+    store = Store(db_url)
     try:
         stored = {d: store.count_impressions(d) for d in domains}
     finally:
         store.close()
+        if pg:
+            pg.remove()
     sat_stats = result.get("saturation", {}).get("stats", {}).get("/rerank", {})
     by_saturation = sat_stats.get("requests", 0) - sat_stats.get("failures", 0)
     by_locust, by_probe = result.get("answered_by_locust") or 0, result.get("probe", {}).get("answered", 0)
     result["impressions"] = {"answered_by_saturation_run": by_saturation, "answered_by_locust": by_locust,
                              "answered_by_probe": by_probe, "answered": by_saturation + by_locust + by_probe,
-                             "stored": sum(stored.values()), "stored_by_domain": stored}
+                             "stored": sum(stored.values()), "stored_by_domain": stored,
+                             # spilled during the outage and not replayed before the stop (goal: 0)
+                             "spill_backlog_after_stop": spill.backlog(home / "events-failed.jsonl")}
+    result["impressions"]["lost"] = result["impressions"]["answered"] - result["impressions"]["stored"]
     result["loadavg"] = {"start": load_samples[0], "median": statistics.median(load_samples),
                          "max": max(load_samples), "end": os.getloadavg()[0]}
     r = result["soak"]["stats"].get("/rerank", {})
     print(f"soak {args.minutes} min at {target:.2f} rps ({args.load:.0%} of {saturation_rps:.2f}): "
           f"{r.get('requests')} reranks, 5xx {result['5xx']} ({result['failures_by_status']}), "
           f"p50 {r.get('p50_ms')} ms p99 {r.get('p99_ms')} ms; {len(promotes)} promotes; kill {kill}; "
-          f"impressions answered {result['impressions']['answered']} vs stored {result['impressions']['stored']}; "
+          f"db restart {result['db_restart']}; impressions answered {result['impressions']['answered']} vs stored "
+          f"{result['impressions']['stored']} (spill backlog {result['impressions']['spill_backlog_after_stop']}); "
           f"load average median {result['loadavg']['median']:.1f} max {result['loadavg']['max']:.1f}")
     return save(args.out, result)
 

@@ -22,9 +22,10 @@ def register(app: typer.Typer) -> None:
             validate_domain(domain)
         except InvalidId as e:
             raise typer.BadParameter(str(e), param_hint="DOMAIN")
-        store = Store(db_url or Settings().database_url)
+        settings = Settings()
+        store = Store(db_url or settings.database_url)
         try:
-            report = ab_report(store, domain, since=since)
+            report = ab_report(store, domain, since=since, spill_path=settings.spill_path)
         finally:
             store.close()
         typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -83,14 +84,22 @@ def register(app: typer.Typer) -> None:
                        + f"  ms/pair@256={man.get('ms_per_pair_256', float('nan')):.1f}")
 
     @app.command()
-    def promote(domain: str, version: str) -> None:
+    def promote(domain: str, version: str,
+                expected_active: Optional[str] = typer.Option(
+                    None, "--expected-active", help="The version this promote replaces ('none': no version is "
+                    "active). Default: the one active when the command starts. If another is active when the "
+                    "registry flips, nothing changes and the exit status is 3.")) -> None:
         """Make VERSION (2 or v2) the domain's active model; refused if it does not verify and load."""
-        from state.registry import RegistryError
+        from state.registry import CURRENT, Conflict, RegistryError
         from state.ids import InvalidId
 
         settings = _settings()
+        expected = CURRENT if expected_active is None else None if expected_active == "none" else expected_active
         try:
-            name = _registry(settings).promote(domain, version, check=_load_check(settings))
+            name = _registry(settings).promote(domain, version, check=_load_check(settings), expected_active=expected)
+        except Conflict as e:
+            typer.secho(f"conflict: {e}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(3) from None
         except (RegistryError, InvalidId) as e:
             _fail(str(e))
         typer.echo(f"{model_id(domain, name)} is active")

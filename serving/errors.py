@@ -13,13 +13,14 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from scoring.scorer import TooManyTokens
 from serving.overload import Unavailable
 from serving.protocol import ErrorBody
 from serving.rerank_service import BadRequest
 from state.ids import InvalidId
-from state.registry import NotFound, RegistryError
+from state.registry import Conflict, NotFound, RegistryError
 
 # The field an error names when its raiser gave none ("<field>: <problem>" messages name their own).
 _FIELD_BY_STATUS = {400: "body", 401: "authorization", 403: "authorization", 404: "path", 405: "method",
@@ -76,7 +77,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette's Allow names the one route it tried, not the path's others
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return error_response(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(BadRequest)
     async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
@@ -101,6 +105,10 @@ def install(app: FastAPI) -> None:
     async def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
         return unavailable(str(exc), exc.retry_after_s)
 
+    @app.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return error_response(409, str(exc), field="expected_active")  # the message names the active version
+
     @app.exception_handler(RegistryError)
     async def _registry(request: Request, exc: RegistryError) -> JSONResponse:
         return error_response(409, str(exc), field="version")
@@ -109,6 +117,17 @@ def install(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Starlette's ServerErrorMiddleware logs the traceback and answers with this body
         return error_response(500, f"internal error: {type(exc).__name__}", field="server")
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path (FastAPI makes one route per method), asked
+    of the router itself: which methods would fully match."""
+    scope = {k: v for k, v in request.scope.items() if k in ("type", "path", "root_path", "app")}
+    return [m for m in _METHODS
+            if any(route.matches({**scope, "method": m})[0] == Match.FULL for route in request.app.routes)]
 
 
 def unavailable(message: str, retry_after_s: int) -> JSONResponse:

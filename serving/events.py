@@ -7,7 +7,8 @@ refuses is written row by row (Store.add_impressions_each) and only a row it sti
 quarantined (`reason="rejected"`, the quarantine file). While the database is unavailable a batch
 is retried, then spilled: every event that cannot be stored (or does not fit in the queue) is
 counted in `reranker_events_failed_total{reason}`, logged, and appended to the spill file
-(state/spill.py) from which `reranker events replay` stores it later.
+(state/spill.py), which the replica's background replayer (serving/replayer.py) stores once the
+database answers again; `reranker events replay` does the same by hand.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from serving.replayer import SpillReplayer
 from state import spill
 from state.store import ImpressionEvent, ShownPassage, Store
 
@@ -33,8 +35,9 @@ EVENTS_PENDING = Gauge("reranker_events_pending", "Impression events queued, not
 class EventLogger:
     def __init__(self, store: Store, max_batch: int = 256, max_delay_s: float = 0.2,
                  max_queue: int = 100_000, retries: int = 3, spill_path: Path | str | None = None,
-                 quarantine_path: Path | str | None = None):
+                 quarantine_path: Path | str | None = None, replayer: SpillReplayer | None = None):
         self.store = store
+        self.replayer = replayer  # woken when a write succeeds: the store answers again
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self.max_queue = max_queue
@@ -127,6 +130,8 @@ class EventLogger:
                     EVENTS_STORED.inc(len(batch) - len(refused))
                     if refused:
                         self._reject(refused)
+                    if self.replayer is not None:
+                        self.replayer.wake()
                     return
                 except Exception as e:  # noqa: BLE001 - the store is unavailable (or failed oddly): retry, then spill
                     if attempt == self.retries:
@@ -198,15 +203,20 @@ class EventLogger:
 
 
 def install(app: Any, settings: Any) -> EventLogger:
-    """Event logging for a FastAPI app: app.state.store / app.state.events, and a shutdown hook that
-    stores every queued impression (Serve runs ASGI shutdown on replica stop). The logger starts
-    itself on the first log() inside the serving event loop."""
+    """Event logging for a FastAPI app: app.state.store / app.state.events / app.state.replayer, and a
+    shutdown hook that stores every queued impression (Serve runs ASGI shutdown on replica stop). The
+    logger starts itself on the first log() inside the serving event loop; the replayer at once."""
     store = Store(settings.database_url)
-    events = EventLogger(store, spill_path=settings.spill_path, quarantine_path=settings.quarantine_path)
-    app.state.store, app.state.events = store, events
+    replayer = SpillReplayer(store, settings.spill_path, settings.quarantine_path,
+                             interval_s=settings.spill_replay_s, max_backoff_s=settings.spill_replay_max_s)
+    events = EventLogger(store, spill_path=settings.spill_path, quarantine_path=settings.quarantine_path,
+                         replayer=replayer)
+    app.state.store, app.state.events, app.state.replayer = store, events, replayer
+    replayer.start()
 
     async def _drain() -> None:
         await events.close()
+        await asyncio.to_thread(replayer.stop)
         store.close()
 
     app.router.on_shutdown.append(_drain)

@@ -2,7 +2,8 @@
 
 `start` deploys `serving.app.compose(settings)` in this process; `start_runner` runs what `make serve`
 runs (`python -m serving.main` on serve_config.yaml) as a child process with its own local Ray, for
-tests and benchmarks that stop it or kill its replicas.
+tests and benchmarks that stop it or kill its replicas. `LocalPostgres` is a throwaway PostgreSQL server
+(.ci/postgres.sh on a free port) for those that stop and start the database.
 """
 from __future__ import annotations
 
@@ -106,3 +107,35 @@ def replica_pids(runner_pid: int, deployment: str) -> list[int]:
         except psutil.Error:
             pass
     return out
+
+
+class LocalPostgres:
+    """A PostgreSQL server of one's own on loopback (.ci/postgres.sh with its own port and directory), to
+    stop and start at will without disturbing another user of the CI server. `url` once started."""
+
+    SCRIPT = SERVE_CONFIG.parent / ".ci" / "postgres.sh"
+
+    def __init__(self, port: int, db: str = "reranker"):
+        self.env = {"PG_PORT": str(port), "PG_DIR": f"/tmp/reranker-pg-{port}-{os.getpid()}", "PG_DB": db}
+        self.url = ""
+
+    def _run(self, *args: str) -> str:
+        out = subprocess.run(["bash", str(self.SCRIPT), *args], env={**os.environ, **self.env},
+                             capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError(f"postgres.sh {' '.join(args)} failed: {out.stderr[-2000:]}")
+        return out.stdout.strip()
+
+    def start(self) -> str:
+        self.url = self._run()
+        return self.url
+
+    def stop(self) -> None:
+        self._run("stop")
+
+    def remove(self) -> None:
+        """Stop it and delete its files."""
+        try:
+            self.stop()
+        finally:
+            subprocess.run(["rm", "-rf", self.env["PG_DIR"]], check=False)

@@ -68,9 +68,10 @@ class RerankRequest(BaseModel):
     domain: str | None = Field(None, pattern=DOMAIN_RE.pattern, description="Used when ?domain= is absent.")
     user_id: str | None = Field(None, max_length=USER_KEY_LEN,
                                 description="Sticky A/B key; else X-User-Id / X-Session-Id headers.")
-    rank_fields: list[str] | None = Field(None, min_length=1, max_length=32,
-                                          description="Rank object documents on these fields (Cohere v1), in this "
-                                                      "order, as 'field: value' lines; documents need no text then.")
+    rank_fields: list[Annotated[str, Field(json_schema_extra={"minLength": 1, "pattern": r"\S"})]] | None = Field(
+        None, min_length=1, max_length=32, json_schema_extra={"uniqueItems": True},
+        description="Rank object documents on these fields (Cohere v1), in this order, as 'field: value' lines; "
+                    "documents need no text then. Names are non-empty and distinct.")
     # Cohere options this service does not implement: accepted only when unset, refused otherwise.
     max_chunks_per_doc: JsonInt | None = Field(None, description="Cohere v1 (deprecated): refused when set.")
     priority: JsonInt | None = Field(None, description="Cohere v2: only 0 (the default) is accepted; requests are "
@@ -165,10 +166,11 @@ class TeiRerankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(description="Must not be empty.", json_schema_extra={"pattern": r"\S"})
     texts: list[str] = Field(description="At least one.", json_schema_extra={"minItems": 1})
-    raw_scores: bool = Field(False, description="Scores before the model's activation (see README).")
-    return_text: bool = False
-    truncate: bool | None = Field(None, description="Cut texts to the model's length; false or absent (TEI's "
-                                                     "default): a text that does not fit is a 413.")
+    # strict, as /rerank: "yes", "off", 0 and 1 are no booleans (a 422 naming the field)
+    raw_scores: StrictBool = Field(False, description="Scores before the model's activation (see README).")
+    return_text: StrictBool = False
+    truncate: StrictBool | None = Field(None, description="Cut texts to the model's length; false or absent (TEI's "
+                                                           "default): a text that does not fit is a 413.")
     truncation_direction: Literal["Right", "right"] | None = Field(
         None, description="Only Right (TEI's default): texts are cut at the end.")
 
@@ -204,6 +206,8 @@ class TeiInfo(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     error: str | None = None
+    events_backlog: int = Field(0, description="Impression events spilled during a database outage, not yet "
+                                "replayed into the store (the replay runs by itself; serving is unaffected).")
 
 
 # ---- feedback and the A/B report -----------------------------------------------------------------
@@ -247,6 +251,9 @@ class ABReport(BaseModel):
     comparison: ABComparison
     verdict: Literal["insufficient data", "no difference", "domain better", "base better"]
     thresholds: dict[str, float]
+    incomplete: bool = Field(False, description="Impressions of this domain wait in the spill file (a database "
+                             "outage) and are not in these figures yet; they are replayed automatically.")
+    events_backlog: int = Field(0, description="How many (0 when complete).")
 
 
 # ---- domains and versions (admin) ----------------------------------------------------------------
@@ -286,6 +293,11 @@ class DomainCreate(DomainConfigUpdate):
 class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: str = Field(pattern=VERSION_RE.pattern, description="N or vN.")
+    expected_active: str | None = Field(
+        None, pattern=VERSION_RE.pattern,
+        description="The version this promote replaces (null: none is active). If another version is active "
+                    "when the registry flips, the answer is 409 naming it and nothing changes. Absent: the "
+                    "version active when the request arrived.")
 
 
 class Published(BaseModel):
@@ -307,20 +319,28 @@ class Deleted(BaseModel):
 
 
 # ---- training jobs -------------------------------------------------------------------------------
+SPLIT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # a BEIR qrels/<split>.tsv name, never a path
+
+
 class TrainRequest(BaseModel):
+    """Server paths must be absolute and inside RERANKER_DATA_ROOTS (default: the service's uploads)."""
     model_config = ConfigDict(extra="forbid")
-    beir: str | None = Field(None, description="BEIR directory on the server (corpus.jsonl, queries.jsonl, qrels/)")
-    split: str = "train"
-    eval_split: str | None = None
-    ragas: list[str] = Field(default_factory=list, description="RAGAS JSONL files on the server")
-    labels: list[str] = Field(default_factory=list, description="expert label files (JSONL/CSV) on the server")
+    beir: str | None = Field(None, max_length=4096,
+                             description="BEIR directory on the server (corpus.jsonl, queries.jsonl, qrels/)")
+    split: str = Field("train", pattern=SPLIT_PATTERN)
+    eval_split: str | None = Field(None, pattern=SPLIT_PATTERN)
+    ragas: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=100, description="RAGAS JSONL files on the server")
+    labels: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=100, description="expert label files (JSONL/CSV) on the server")
     search_logs: StrictBool = False
     expert_labels: StrictBool = Field(False, description="the domain's grades from the label queue (/labels)")
     uploads: list[str] = Field(default_factory=list,
                                description="ids of this domain's uploads (POST /v1/domains/{d}/uploads)")
     max_queries: PositiveJsonInt | None = None
     activate: StrictBool = False
-    config: dict[str, Any] = Field(default_factory=dict, description="training options (training.config)")
+    config: dict[str, Any] = Field(default_factory=dict, description="training options: GET /v1/training/options "
+                                   "gives each one's default and the schema (types, ranges) they are checked by")
 
 
 class TrainAccepted(BaseModel):
@@ -367,6 +387,8 @@ class JobList(BaseModel):
 class TrainingOptions(BaseModel):
     defaults: dict[str, Any] = Field(description="every training option (`config` of a train request) "
                                                  "with its default")
+    json_schema: dict[str, Any] = Field(description="the options schema (JSON Schema: types and ranges) that a "
+                                                    "train request's `config` is checked against")
 
 
 # ---- traffic and the A/B timeline ----------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""Checks of uploaded training data and the training option defaults, answered by training itself in a
-child process (`python -m training.inputs`): serving never imports training, and the file formats are
-read by the very code that will train on them."""
+"""Checks of uploaded training data, and the training options (defaults and schema), answered by training
+itself in a child process (`python -m training.inputs`): serving never imports training, and the file
+formats and options are read by the very code that will train on them."""
 from __future__ import annotations
 
 import asyncio
@@ -40,5 +40,6 @@ async def check(settings: Settings, kind: str, path: Path, name: str) -> dict[st
     return await _run(settings, "check", "--kind", kind, "--path", str(path), "--name", name)
 
 
-async def defaults(settings: Settings) -> dict[str, Any]:
-    return (await _run(settings, "defaults"))["defaults"]
+async def options(settings: Settings) -> dict[str, Any]:
+    """{"defaults": every training option's default, "schema": the options schema (JSON Schema)}."""
+    return await _run(settings, "defaults")

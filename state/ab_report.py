@@ -16,15 +16,21 @@ Verdict thresholds (documented, deliberately conservative):
   together have fewer than MIN_CLICKS clicked impressions: the z-test is unreliable there;
 - `no difference`: p-value >= ALPHA;
 - `domain better` / `base better`: p-value < ALPHA, by the sign of the CTR difference.
+
+Incomplete figures: impressions spilled during a database outage and not replayed yet are missing from
+the store; the report says so (`incomplete`, `events_backlog`: those of this domain). Nothing should
+decide on the figures while they are incomplete (state.spill.backlog() is the check).
 """
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest, norm
 
+from state import spill
 from state.store import Store
 
 ARMS = ("base", "domain")
@@ -97,7 +103,10 @@ def compare(base: dict[str, Any], domain: dict[str, Any], alpha: float = ALPHA) 
     return out
 
 
-def ab_report(store: Store, domain: str, since: float | None = None) -> dict[str, Any]:
+def ab_report(store: Store, domain: str, since: float | None = None,
+              spill_path: Path | None = None) -> dict[str, Any]:
+    """`spill_path`: the spill file (settings.spill_path) whose backlog makes the figures incomplete."""
+    backlog = spill.backlog(spill_path, domain) if spill_path is not None else 0
     rows = store.arm_rows(domain, since=since)
     arms = {arm: arm_summary([r for r in rows if r[0] == arm]) for arm in ARMS}
     cmp = compare(arms["base"], arms["domain"])
@@ -109,6 +118,8 @@ def ab_report(store: Store, domain: str, since: float | None = None) -> dict[str
         "verdict": cmp["verdict"],
         "thresholds": {"min_impressions_per_arm": MIN_IMPRESSIONS_PER_ARM, "min_clicks": MIN_CLICKS,
                        "alpha": ALPHA},
+        "incomplete": backlog > 0,
+        "events_backlog": backlog,
     }
 
 
@@ -144,4 +155,7 @@ def format_report(r: dict[str, Any]) -> str:
     t = r["thresholds"]
     lines.append(f"verdict: {r['verdict']}  (needs >= {t['min_impressions_per_arm']} impressions per arm, "
                  f">= {t['min_clicks']} clicks, p < {t['alpha']})")
+    if r.get("incomplete"):
+        lines.append(f"INCOMPLETE: {r['events_backlog']} impressions wait in the spill file (a database outage); "
+                     "they are replayed automatically once the store answers")
     return "\n".join(lines)

@@ -7,7 +7,8 @@ Layout under the registry root:
     _base/<slug>/              the base model, built once (never a valid domain id: starts with "_")
 
 Concurrency: every read-modify-write of a domain takes an exclusive flock on <domain>/.lock,
-so two publishers to one domain get different version numbers.
+so two publishers to one domain get different version numbers. Promote is conditional (the version it
+replaces must still be the active one when it flips), and nothing resurrects a deleted version.
 """
 from __future__ import annotations
 
@@ -37,6 +38,19 @@ class RegistryError(Exception):
 
 class NotFound(RegistryError):
     pass
+
+
+class Conflict(RegistryError):
+    """A conditional change found another version active than the caller expected (-> 409 naming it)."""
+
+    def __init__(self, message: str, active: str | None):
+        super().__init__(message)
+        self.active = active
+
+
+# `expected_active` of promote(): the version active when the call starts (the default), so that of two
+# promotes at the same moment one wins and the other is a Conflict instead of both "succeeding".
+CURRENT = object()
 
 
 def sha256_file(path: Path) -> str:
@@ -272,30 +286,51 @@ class Registry:
             if sha256_file(p) != digest:
                 raise RegistryError(f"{domain}@{vdir.name}: sha256 mismatch for {rel}")
 
-    def promote(self, domain: str, version: str | int,
-                check: Callable[[Path], None] | None = None) -> str:
-        """Make a version active. Refused (and the version marked failed) if it does not verify/load."""
+    def promote(self, domain: str, version: str | int, check: Callable[[Path], None] | None = None,
+                expected_active: Any = CURRENT) -> str:
+        """Make a version active. Refused (and the version marked failed) if it does not verify/load.
+
+        Conditional: `expected_active` (a version, or None for "no version active") must still be the
+        active one when the registry flips, else Conflict naming the active version; by default it is the
+        version active when this call starts. Promoting the version that is already active is a no-op.
+        Only the version this promote replaces enters the rollback history."""
         name = version_name(parse_version(version))
+        if expected_active is CURRENT:
+            expected_active = self.active_version(domain)
+        elif expected_active is not None:
+            expected_active = version_name(parse_version(expected_active))
         self.manifest(domain, name)  # NotFound for unknown versions
         try:
             self.verify(domain, name)
             if check is not None:
                 check(self.version_dir(domain, name))
         except Exception as e:  # noqa: BLE001 - any load error means this version must not serve
-            self.mark_failed(domain, name, str(e))
+            if not self.mark_failed(domain, name, str(e)):
+                raise NotFound(f"unknown version {domain}@{name} (deleted)") from e
             raise RegistryError(f"cannot promote {domain}@{name}: {e}") from e
         with self._locked(domain):
             cfg = self._read_config(domain)
-            if cfg["versions"].get(name, {}).get("status") == "failed":
+            if not self._has_version(domain, name, cfg):
+                raise NotFound(f"unknown version {domain}@{name} (deleted)")
+            if cfg["versions"][name].get("status") == "failed":
                 raise RegistryError(f"cannot promote {domain}@{name}: it is marked failed")
             old = cfg["active"]
-            if old and old != name:
+            if old == name:
+                return name
+            if old != expected_active:
+                raise Conflict(f"{domain}: {old or 'no version'} is active, but this promote of {name} expected "
+                               f"{expected_active or 'no version'} to be; nothing changed", old)
+            if old:
                 cfg["versions"][old] = {**cfg["versions"].get(old, {}), "status": "retired", "updated": time.time()}
                 cfg["history"].append(old)
             cfg["active"] = name
             cfg["versions"][name] = {"status": "active", "updated": time.time()}
             self._write_config(domain, cfg)
         return name
+
+    def _has_version(self, domain: str, name: str, cfg: dict[str, Any]) -> bool:
+        """Registered and on disk (call under the lock): a deleted version is neither."""
+        return name in cfg["versions"] and (self.version_dir(domain, name) / MANIFEST).is_file()
 
     def rollback(self, domain: str) -> str:
         """Re-activate the version that was active before the current one."""
@@ -310,15 +345,23 @@ class Registry:
             self._write_config(domain, cfg)
         return prev
 
-    def mark_failed(self, domain: str, version: str | int, error: str) -> None:
-        """A failed version never serves; if it was active, the previous good one takes over."""
+    def mark_failed(self, domain: str, version: str | int, error: str) -> bool:
+        """A failed version never serves; if it was active, the previous good one takes over. False (and
+        nothing written) for a version that is gone: a load that failed because a DELETE removed the
+        files under it must not bring the deleted version back as "failed"."""
         name = version_name(parse_version(version))
-        with self._locked(domain):
-            cfg = self._read_config(domain)
-            cfg["versions"][name] = {"status": "failed", "error": error[:2000], "updated": time.time()}
-            if cfg["active"] == name:
-                cfg["active"] = _reactivate_previous(cfg)
-            self._write_config(domain, cfg)
+        try:
+            with self._locked(domain):
+                cfg = self._read_config(domain)
+                if not self._has_version(domain, name, cfg):
+                    return False
+                cfg["versions"][name] = {"status": "failed", "error": error[:2000], "updated": time.time()}
+                if cfg["active"] == name:
+                    cfg["active"] = _reactivate_previous(cfg)
+                self._write_config(domain, cfg)
+        except NotFound:  # the whole domain is gone
+            return False
+        return True
 
     def create(self, domain: str, ab_split: float | None = None) -> dict[str, Any]:
         """Register a new, empty domain (no versions yet); RegistryError if it exists."""

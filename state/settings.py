@@ -105,10 +105,19 @@ class Settings(BaseSettings):
     train_resources: dict[str, float] = Field(default_factory=dict)
     # Ray's job server (http://HEAD:8265): training jobs are submitted there instead of run as Ray tasks
     ray_jobs_address: str | None = None
+    # Directories whose files a train request may name as server paths (beir, ragas, labels, a base_model
+    # directory), as a JSON list; anything else is refused at the door (422). Empty: only the service's
+    # own uploads (<home>/uploads).
+    data_roots: list[str] = Field(default_factory=list)
     registry_cache_ttl_s: float = 1.0
 
     admin_token: str | None = None
     db_url: str | None = None  # default: sqlite in home
+    # Impressions the store could not take wait in the spill file; each ingress replica replays it in the
+    # background (serving/replayer.py): it looks every spill_replay_s, and after a failed try waits twice as
+    # long, up to spill_replay_max_s (a write that succeeds again starts the replay at once).
+    spill_replay_s: float = Field(1.0, gt=0)
+    spill_replay_max_s: float = Field(60.0, gt=0)
     ab_split: float = 0.5
 
     @field_validator("home")
@@ -127,6 +136,11 @@ class Settings(BaseSettings):
         langs = {x.strip() for x in self.base_languages.split(",") if x.strip()}
         return {"weight": self.base_lexical_weight, "weight_uncovered": self.base_lexical_weight_uncovered,
                 "languages": None if "*" in langs else frozenset(langs)}
+
+    @property
+    def training_data_roots(self) -> list[Path]:
+        """data_roots resolved (links followed), or the uploads directory."""
+        return [Path(p).expanduser().resolve() for p in self.data_roots] or [(self.home / "uploads").resolve()]
 
     @property
     def registry_root(self) -> Path:

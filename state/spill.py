@@ -1,10 +1,14 @@
 """The spill file: impression events the store could not take, one JSON object per line, replayable.
 
 The serving event logger appends here rather than drop anything while the database is unavailable;
-`reranker events replay` (or `replay()`) stores them once it is healthy again. Replaying is
-idempotent (stored request ids are skipped) and row by row where needed: a line that cannot be read
-or an event the database refuses goes to the quarantine file (with the reason) and never blocks the
-rest. Quarantined events are kept for a person to look at; nothing replays them automatically.
+each ingress replica replays the file in the background once the store answers again
+(serving/replayer.py), and `reranker events replay` (or `replay()`) does it by hand. One replay runs at a
+time (an flock beside the file, so across the replicas and CLI runs that share it). Replaying is
+idempotent (an impression's request id is its primary key, inserted with ON CONFLICT DO NOTHING, so
+one replayed twice, or while a replica retries it, is stored once) and row by row where needed: a line
+that cannot be read or an event the database refuses goes to the quarantine file (with the reason)
+and never blocks the rest. Quarantined events are kept for a person to look at; nothing replays them
+automatically. `backlog()` says how many events wait: what the A/B report and /readyz show.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import fcntl
 import json
 import os
 import threading
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -21,6 +27,7 @@ from state.store import ImpressionEvent, Store, StoreUnavailable
 _lock = threading.Lock()  # one process may spill from several threads
 REPLAYING = ".replaying"  # suffix of a spill file being replayed (a crashed replay resumes from it)
 REPLAYED = ".replayed"
+LOCK = ".lock"  # suffix of the file whose flock one replay holds
 
 
 @dataclass
@@ -94,11 +101,32 @@ def _read(work: Path) -> Iterator[tuple[str, ImpressionEvent | None, str]]:
                 yield line, None, f"unreadable spill line: {type(e).__name__}: {e}"
 
 
-def replay(store: Store, path: Path | str, quarantine_path: Path | str, batch: int = 500) -> ReplayResult:
+@contextmanager
+def _one_replay(path: Path, wait: bool) -> Iterator[bool]:
+    """The replay lock: True once held (released on exit); False at once if `wait` is off and another
+    process (a replica, a CLI run) is replaying."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + LOCK), "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def replay(store: Store, path: Path | str, quarantine_path: Path | str, batch: int = 500,
+           wait: bool = True) -> ReplayResult | None:
     """Store the spilled events. The file is renamed *.replayed afterwards so a second replay does
     not re-read it. If the database becomes unavailable midway, the events not yet stored stay
-    in the spill file for the next replay and StoreUnavailable is raised (with `.result`)."""
+    in the spill file for the next replay and StoreUnavailable is raised (with `.result`).
+    One replay at a time: this one waits for another's end, or with `wait=False` returns None."""
     path, quarantine_path = Path(path), Path(quarantine_path)
+    with _one_replay(path, wait) as mine:
+        return _replay(store, path, quarantine_path, batch) if mine else None
+
+
+def _replay(store: Store, path: Path, quarantine_path: Path, batch: int) -> ReplayResult:
     result = ReplayResult()
     for _ in range(2):  # a crashed replay's leftover first, then the current spill file
         work = _take(path)
@@ -144,3 +172,52 @@ def _store(store: Store, pending: list[tuple[str, ImpressionEvent]], result: Rep
     bad.extend((ev.to_dict(), reason) for ev, reason in rejected)
     result.stored += new
     result.duplicates += len(pending) - len(rejected) - new
+
+
+# ---- the backlog ---------------------------------------------------------------------------------
+# Per file: (inode, bytes counted, events per domain). Spill files only grow between renames, so each
+# call reads only what was appended since the last one; a renamed or rewritten file is counted afresh.
+_counted: dict[str, tuple[int, int, Counter]] = {}
+_counted_lock = threading.Lock()
+
+
+def _domain_of(raw: bytes) -> str | None:
+    try:
+        return json.loads(raw)["domain"]
+    except (ValueError, TypeError, KeyError):
+        return None  # an unreadable line: still waiting (replay quarantines it)
+
+
+def _events_by_domain(path: Path) -> Counter:
+    key = str(path)
+    with _counted_lock:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            _counted.pop(key, None)
+            return Counter()
+        ino, done, counts = _counted.get(key, (-1, 0, Counter()))
+        if ino != st.st_ino or st.st_size < done:
+            done, counts = 0, Counter()
+        if st.st_size > done:
+            with open(path, "rb") as f:
+                f.seek(done)
+                for raw in f:
+                    if not raw.endswith(b"\n"):
+                        break  # being written: counted once complete
+                    done += len(raw)
+                    if raw.strip():
+                        counts[_domain_of(raw)] += 1
+        _counted[key] = (st.st_ino, done, counts)
+        return Counter(counts)
+
+
+def backlog(path: Path | str, domain: str | None = None) -> int:
+    """Impression events spilled and not replayed yet (the spill file and an unfinished replay's
+    leftover), of one domain or all. What an automatic decision on A/B figures must wait for: while
+    it is above 0, the store lacks impressions that were answered."""
+    path = Path(path)
+    total = Counter()
+    for p in (path, path.with_name(path.name + REPLAYING)):
+        total.update(_events_by_domain(p))
+    return total.total() if domain is None else total[domain]

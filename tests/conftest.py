@@ -1,6 +1,7 @@
 """One real Ray Serve instance per test session, on loopback, with its own RERANKER_HOME."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tarfile
@@ -66,6 +67,8 @@ def settings(tmp_path_factory):
         "RERANKER_MAX_BODY_BYTES": "200000",
         "RERANKER_REGISTRY_CACHE_TTL_S": "0.5",
         "RERANKER_MAX_REQUEST_TOKENS": "50000",  # low enough for a 413 within the body limit
+        # train requests may name the shared datasets (and the session's uploads) as server paths
+        "RERANKER_DATA_ROOTS": json.dumps([str(SCIFACT.parent), str(home / "uploads")]),
     })
     from state.settings import Settings
 

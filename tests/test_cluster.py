@@ -9,6 +9,7 @@ own reporting, says which node ran what.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -42,7 +43,8 @@ def cluster(base_version, tmp_path_factory):
         config = c.temp_dir / "serve.yaml"
         config.write_text(yaml.safe_dump(cluster_config(port, {
             "RERANKER_HOME": str(home), "RERANKER_DB_URL": db_url, "RERANKER_POOL_NUM_CPUS": "0.5",
-            "RERANKER_TRAIN_NUM_CPUS": "1", "RERANKER_REGISTRY_CACHE_TTL_S": "0.5"})))
+            "RERANKER_TRAIN_NUM_CPUS": "1", "RERANKER_REGISTRY_CACHE_TTL_S": "0.5",
+            "RERANKER_DATA_ROOTS": json.dumps([str(SCIFACT.parent)])})))
         c.serve_deploy(config)
         c.url, c.home, c.db_url = f"http://127.0.0.1:{port}", home, db_url
         wait_ready(c.url, timeout_s=300)

@@ -64,7 +64,7 @@ def test_job_trains_publishes_and_service_serves_it(service):
 def test_gate_failure_through_api_and_cancel(service):
     with service.client() as c:
         r = c.post("/v1/domains/scifact-gate/train/reranker", headers=service.admin,
-                   json={"beir": str(SCIFACT), "max_queries": 8, "config": {**TINY, "min_gain": 5.0}})
+                   json={"beir": str(SCIFACT), "max_queries": 8, "config": {**TINY, "min_gain": 1.0}})
         rec = wait(c, r.json()["job_id"])
         assert rec["status"] == "failed" and "gate quality failed" in rec["error"]
         assert not service.registry.exists("scifact-gate") or not service.registry.config("scifact-gate")["versions"]

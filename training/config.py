@@ -2,8 +2,12 @@
 SciFact, NFCorpus and JaQuAD (training/README.md)."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from functools import cache
+from typing import Annotated, Any, Literal, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 
 @dataclass
@@ -62,14 +66,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "TrainConfig":
+        """Checked against the options schema (types and BOUNDS), as a train request is at the door."""
         data = dict(data or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
-        if "negative_range" in data:
-            data["negative_range"] = tuple(data["negative_range"])
-        return cls(**data)
+        # strict JSON types ("8" and true are no numbers), where 8.0 is an integer as JSON Schema says
+        data = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in data.items()}
+        checked = options_model().model_validate_json(json.dumps(data), strict=True)
+        return cls(**checked.model_dump(exclude_unset=True))
 
     @property
     def train_length(self) -> int:
@@ -86,3 +92,63 @@ class TrainConfig:
         return asdict(self)
 
 
+
+
+# The range of each option: with the types above, the one options schema. Serving checks a train request
+# against it before a job exists (it gets it as JSON Schema from `python -m training.inputs defaults`, the
+# same answer GET /v1/training/options and the admin form use), and from_dict checks it again in the job.
+# A hub id or installed package; or an absolute server path, which serving accepts only under its data roots.
+MODEL_REF = r"^(/.*|[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?)$"
+BOUNDS: dict[str, dict[str, Any]] = {
+    "base_model": {"min_length": 1, "max_length": 500, "pattern": MODEL_REF,
+                   "json_schema_extra": {"format": "server-path-or-model-id"}},  # serving/train_request.py
+    "epochs": {"gt": 0, "le": 100},
+    "learning_rate": {"gt": 0, "le": 1},
+    "head_learning_rate": {"gt": 0, "le": 1},
+    "batch_size": {"ge": 1, "le": 4096},
+    "max_length": {"ge": 8, "le": 8192},
+    "train_max_length": {"ge": 8, "le": 8192},
+    "max_train_steps": {"ge": 1, "le": 10_000_000},
+    "positives_per_query": {"ge": 1, "le": 1000},
+    "warmup_ratio": {"ge": 0, "le": 1},
+    "pos_weight": {"gt": 0, "le": 1e6},
+    "seed": {"ge": 0, "le": 2**32 - 1},
+    "threads": {"ge": 1, "le": 1024},
+    "early_stopping_queries": {"ge": 0, "le": 1_000_000},
+    "early_stopping_k": {"ge": 1, "le": 10_000},
+    "early_stopping_min_delta": {"ge": 0, "le": 1},
+    "negatives_per_query": {"ge": 0, "le": 1000},
+    "random_negatives": {"ge": 0, "le": 1000},
+    "language": {"pattern": r"^[a-z]{2,3}$"},
+    "fusion_fraction": {"gt": 0, "lt": 1},
+    "max_fusion_queries": {"ge": 1, "le": 1_000_000},
+    "eval_k": {"ge": 1, "le": 10_000},
+    "dev_fraction": {"gt": 0, "lt": 1},
+    "max_dev_queries": {"ge": 1, "le": 1_000_000},
+    "max_queries": {"ge": 1, "le": 100_000_000},
+    "min_gain": {"ge": -1, "le": 1},  # NDCG@10 differences
+    "max_ms_per_pair": {"gt": 0},
+    "max_ms_ratio_to_base": {"gt": 0},
+    "max_size_bytes": {"ge": 1},
+    "max_lexical_overhead": {"ge": 0},
+}
+
+
+@cache
+def options_model() -> type[BaseModel]:
+    """TrainConfig's fields with their BOUNDS as a pydantic model (unknown names, NaN and infinities refused)."""
+    hints = get_type_hints(TrainConfig)
+    spec: dict[str, Any] = {}
+    for f in fields(TrainConfig):
+        kind = hints[f.name]
+        if f.name == "negative_range":  # ranks: 0 <= from < to
+            kind = tuple[Annotated[int, Field(ge=0, le=10_000)], Annotated[int, Field(ge=1, le=10_000)]]
+        elif f.name in BOUNDS:
+            kind = Annotated[kind, Field(**BOUNDS[f.name])]
+        spec[f.name] = (kind, f.default)
+    return create_model("TrainingOptions", __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **spec)
+
+
+def options_schema() -> dict[str, Any]:
+    """The options schema as JSON Schema (draft 2020-12)."""
+    return options_model().model_json_schema()

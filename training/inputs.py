@@ -5,7 +5,8 @@
         line: {"ok": true, "stats": {...}} or {"ok": false, "error": "NAME:LINE: problem"}
         (paths in messages are replaced by NAME, the file name the user knows)
     python -m training.inputs defaults
-        prints the training options and their defaults (TrainConfig) as JSON
+        prints the training options: their defaults (TrainConfig) and the options schema (types and
+        ranges, JSON Schema) that a train request's `config` is checked against, as JSON
 
 Only the light source modules are imported: no torch, no model.
 """
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.config import TrainConfig
+from training.config import TrainConfig, options_schema
 from training.examples import SourceError
 
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("defaults")
     a = p.parse_args(argv)
     if a.cmd == "defaults":
-        out: dict[str, Any] = {"defaults": TrainConfig().to_dict()}
+        out: dict[str, Any] = {"defaults": TrainConfig().to_dict(), "schema": options_schema()}
     else:
         try:
             out = {"ok": True, "stats": check(a.kind, a.path)}

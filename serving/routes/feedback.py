@@ -57,7 +57,9 @@ async def feedback(body: FeedbackIn, request: Request) -> FeedbackOut:
 async def domain_ab(domain: DomainPath, request: Request,
                     since: float | None = Query(None, description="Only impressions at/after this unix time.")
                     ) -> ABReport:
-    return ABReport(**await asyncio.to_thread(ab_report, event_store(request), domain, since))
+    settings = getattr(request.app.state, "settings", None)  # its spill file makes the figures incomplete
+    return ABReport(**await asyncio.to_thread(ab_report, event_store(request), domain, since,
+                                              settings.spill_path if settings else None))
 
 
 @router.get("/v1/domains/{domain}/ab/timeline", response_model=ABTimeline, responses=errors(422))

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from serving import training_inputs
+from serving import train_request, training_inputs
 from serving.auth import require_admin
 from serving.job_launcher import launch
 from serving.protocol import (DomainPath, DomainQuery, JobList, JobRecord, TrainAccepted, TrainingOptions,
                               TrainRequest, errors)
 from state.jobs import JobNotFound, JobStore
-from state.uploads import UploadNotFound, UploadStore
 
 router = APIRouter(tags=["training"])
 
@@ -21,19 +20,14 @@ def _jobs(request: Request) -> JobStore:
 @router.post("/v1/domains/{domain}/train/reranker", status_code=202, response_model=TrainAccepted,
              dependencies=[Depends(require_admin)], responses=errors(401, 403, 422, 503))
 async def start_training(domain: DomainPath, body: TrainRequest, request: Request) -> TrainAccepted:
-    if not (body.beir or body.ragas or body.labels or body.search_logs or body.expert_labels or body.uploads):
-        raise HTTPException(422, "body: give at least one source (beir, ragas, labels, search_logs, "
-                                 "expert_labels or uploads)")
-    data = {"beir": body.beir, "beir_split": body.split, "eval_split": body.eval_split, "ragas": list(body.ragas),
-            "labels": list(body.labels), "search_logs": body.search_logs, "expert_labels": body.expert_labels}
-    _add_uploads(data, domain, body.uploads, UploadStore(request.app.state.settings.home))
-    train = dict(body.config)
-    if body.max_queries:
-        train["max_queries"] = body.max_queries
+    """The whole request is checked first (serving/train_request.py: options by the options schema,
+    server paths inside RERANKER_DATA_ROOTS, split names): a 422 names each bad field and creates no job."""
+    settings = request.app.state.settings
+    config = train_request.check(body, domain, settings, (await _options(request))["schema"])
     jobs = _jobs(request)
-    record = jobs.create(domain, "reranker", {"data": data, "train": train, "activate": body.activate})
+    record = jobs.create(domain, "reranker", config)
     try:
-        handle = launch(record["id"], request.app.state.settings)
+        handle = launch(record["id"], settings)
     except Exception as e:  # noqa: BLE001 - the job could not start: say so in its record too
         jobs.update(record["id"], status="failed", error=f"could not start: {e}")
         raise HTTPException(503, f"could not start the training job: {e}") from None
@@ -41,32 +35,23 @@ async def start_training(domain: DomainPath, body: TrainRequest, request: Reques
     return TrainAccepted(job_id=record["id"], status="queued")
 
 
-def _add_uploads(data: dict, domain: str, ids: list[str], uploads: UploadStore) -> None:
-    """Each upload id of the domain becomes the server path of its source."""
-    for i, upload_id in enumerate(ids):
+async def _options(request: Request) -> dict:
+    """Training's options (defaults and schema), asked once per replica (a child process: 503 if it fails)."""
+    cached = getattr(request.app.state, "training_options", None)
+    if cached is None:
         try:
-            kind, path = uploads.get(domain, upload_id)["kind"], str(uploads.data_path(domain, upload_id))
-        except UploadNotFound:
-            raise HTTPException(422, f"uploads.{i}: unknown upload {upload_id!r} of domain {domain!r}") from None
-        if kind == "beir":
-            if data["beir"]:
-                raise HTTPException(422, f"uploads.{i}: one BEIR source per job, and this job already has one")
-            data["beir"] = path
-        else:
-            data[kind].append(path)
+            cached = request.app.state.training_options = await training_inputs.options(request.app.state.settings)
+        except training_inputs.InputsUnavailable as e:
+            raise HTTPException(503, str(e)) from None
+    return cached
 
 
 @router.get("/v1/training/options", response_model=TrainingOptions, responses=errors(503))
 async def training_options(request: Request) -> TrainingOptions:
-    """The options a train request's `config` takes, with their defaults (what the admin page's form shows)."""
-    cached = getattr(request.app.state, "training_defaults", None)
-    if cached is None:
-        try:
-            cached = request.app.state.training_defaults = await training_inputs.defaults(
-                request.app.state.settings)
-        except training_inputs.InputsUnavailable as e:
-            raise HTTPException(503, str(e)) from None
-    return TrainingOptions(defaults=cached)
+    """The options a train request's `config` takes: their defaults (what the admin page's form shows) and
+    the schema (types and ranges) every train request is checked against."""
+    options = await _options(request)
+    return TrainingOptions(defaults=options["defaults"], json_schema=options["schema"])
 
 
 @router.get("/v1/jobs", response_model=JobList, responses=errors(422))

@@ -6,6 +6,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
@@ -16,7 +17,7 @@ from serving.protocol import (ActiveVersion, Deleted, DomainConfigUpdate, Domain
                               DomainPath, PromoteRequest, Published, VersionPath, errors)
 from serving.upload import publish_upload
 from state.ids import model_id, parse_version, version_name
-from state.registry import Registry, RegistryError
+from state.registry import CURRENT, Registry, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -96,21 +97,28 @@ async def upload_version(domain: DomainPath, request: Request, activate: bool = 
 @router.post("/{domain}/promote", response_model=ActiveVersion, dependencies=ADMIN,
              responses=errors(401, 403, 404, 409, 422))
 async def promote(domain: DomainPath, body: PromoteRequest, request: Request) -> ActiveVersion:
-    name = await _activate(request, domain, body.version)
+    """Conditional: 409 naming the active version if it is not `expected_active` (by default the version
+    active when the request arrived) when the registry flips; of two promotes at once, one wins."""
+    expected = body.expected_active if "expected_active" in body.model_fields_set else CURRENT
+    name = await _activate(request, domain, body.version, expected)
     return ActiveVersion(domain=domain, active=name, model_id=model_id(domain, name))
 
 
-async def _activate(request: Request, domain: str, version: str) -> str:
+async def _activate(request: Request, domain: str, version: str, expected: Any = CURRENT) -> str:
     """Load the version in the pool first (that load is its load check), then flip the registry: it
     compiles once, and the first request after the promote finds it loaded."""
     reg = _registry(request)
     name = version_name(parse_version(version))
     reg.manifest(domain, name)  # 404 for an unknown version
+    if expected is CURRENT:  # what is active now, before the load: a promote meanwhile is a conflict
+        expected = reg.active_version(domain)
     try:
         await request.app.state.service.scorer.warm(model_id(domain, name))
     except Exception as e:  # noqa: BLE001 - the pool marked it failed; the active version keeps serving
+        reg.manifest(domain, name)  # 404 if a DELETE removed it meanwhile
         raise RegistryError(f"cannot promote {model_id(domain, name)}: {e}") from e
-    name = await asyncio.to_thread(reg.promote, domain, name)  # sha256 verified again under the lock
+    # sha256 verified again, the expectation checked under the lock
+    name = await asyncio.to_thread(reg.promote, domain, name, None, expected)
     _changed(request, domain)
     return name
 

@@ -70,13 +70,15 @@ async def healthz() -> dict:
 @router.get("/readyz", response_model=Readiness, response_model_exclude_none=True,
             responses={503: {"model": Readiness, "description": "the base model does not answer"}})
 async def readyz(request: Request, response: Response) -> Readiness:
-    """Ready only when the base model answers a real scoring call."""
+    """Ready only when the base model answers a real scoring call. `events_backlog`: impressions waiting
+    in the spill file (they do not make the service unready: the replay runs by itself)."""
+    backlog = await asyncio.to_thread(request.app.state.replayer.count)
     try:
         await asyncio.wait_for(_service(request).scorer.score(BASE_MODEL_ID, "ping", ["pong"]), timeout=10)
-        return Readiness(status="ready")
+        return Readiness(status="ready", events_backlog=backlog)
     except Exception as e:  # noqa: BLE001
         response.status_code = 503
-        return Readiness(status="not ready", error=redact.paths(str(e))[:300])
+        return Readiness(status="not ready", error=redact.paths(str(e))[:300], events_backlog=backlog)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

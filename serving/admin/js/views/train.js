@@ -18,7 +18,15 @@ function loginFirst(what) {
     h("p", { class: "error", role: "alert" }, "This needs the admin token. ", h("a", { href: "#/login" }, "Log in"), "."));
 }
 
-function optionInput(name, def) {
+// The range an option takes, from the options schema the server checks a train request against.
+function optionRange(prop) {
+  const p = (prop && prop.anyOf ? prop.anyOf.find((b) => b.type !== "null") : prop) || {};
+  const lo = p.exclusiveMinimum !== undefined ? `> ${p.exclusiveMinimum}` : p.minimum !== undefined ? `>= ${p.minimum}` : "";
+  const hi = p.exclusiveMaximum !== undefined ? `< ${p.exclusiveMaximum}` : p.maximum !== undefined ? `<= ${p.maximum}` : "";
+  return [lo, hi].filter(Boolean).join(", ");
+}
+
+function optionInput(name, def, prop) {
   const id = `opt-${name}`;
   const shown = def === null ? "none" : Array.isArray(def) ? JSON.stringify(def) : String(def);
   let input;
@@ -30,7 +38,7 @@ function optionInput(name, def) {
       placeholder: shown, dataset: { kind: Array.isArray(def) ? "json" : typeof def } });
   }
   return h("div", { class: "option" }, h("label", { for: id }, name), input,
-    h("span", { class: "muted small-text" }, `default: ${shown}`));
+    h("span", { class: "muted small-text" }, `default: ${shown}` + (optionRange(prop) ? `; ${optionRange(prop)}` : "")));
 }
 
 // Only the options the user filled in are sent; numbers and JSON are parsed, text passes as is.
@@ -64,6 +72,7 @@ export async function trainView(domain) {
     api("/v1/training/options"), api(`/v1/domains/${domain}/uploads`),
     api(`/v1/domains/${domain}/labels/summary`), api("/v1/traffic")]);
   const defaults = options.status === "fulfilled" ? options.value.defaults : {};
+  const schema = options.status === "fulfilled" ? options.value.json_schema.properties : {};
   const logged = traffic.status === "fulfilled" ? traffic.value.domains.find((d) => d.domain === domain) : null;
   const nLabels = labels.status === "fulfilled" ? labels.value.pairs : 0;
 
@@ -105,7 +114,7 @@ export async function trainView(domain) {
   const activate = h("input", { type: "checkbox", id: "opt-activate" });
   const optionBox = h("div", { class: "options", id: "options" },
     [...MAIN_OPTIONS.filter((k) => k in defaults), ...Object.keys(defaults).filter((k) => !MAIN_OPTIONS.includes(k))]
-      .map((k) => optionInput(k, defaults[k])));
+      .map((k) => optionInput(k, defaults[k], schema[k])));
   const formStatus = h("div", { id: "train-status", role: "status" });
   const submit = h("button", { type: "submit", id: "start-training" }, "Start training");
   const form = h("form", { id: "train-form" },
