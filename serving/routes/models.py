@@ -10,12 +10,13 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from scoring.scorer import load_check_shipped
-from serving import redact
+from serving import passages, redact
 from serving.auth import require_admin
 from serving.protocol import (ActiveVersion, Deleted, DomainConfigUpdate, DomainCreate, DomainInfo, DomainList,
-                              DomainPath, PromoteRequest, Published, VersionPath, errors)
+                              DomainPath, PromoteRequest, Published, VersionPath, WarmReport, errors)
 from serving.upload import publish_upload
 from state.ids import model_id, parse_version, version_name
+from state.passages import PassageStore
 from state.registry import Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -96,13 +97,16 @@ async def upload_version(domain: DomainPath, request: Request, activate: bool = 
 @router.post("/{domain}/promote", response_model=ActiveVersion, dependencies=ADMIN,
              responses=errors(401, 403, 404, 409, 422))
 async def promote(domain: DomainPath, body: PromoteRequest, request: Request) -> ActiveVersion:
-    name = await _activate(request, domain, body.version)
-    return ActiveVersion(domain=domain, active=name, model_id=model_id(domain, name))
+    """Before the flip, the domain's registered and most frequently shown passages are embedded with the
+    version (a bi-encoder) for at most RERANKER_PROMOTE_WARM_S; `warm` says how far it got."""
+    name, warmed = await _activate(request, domain, body.version)
+    return ActiveVersion(domain=domain, active=name, model_id=model_id(domain, name), warm=warmed)
 
 
-async def _activate(request: Request, domain: str, version: str) -> str:
-    """Load the version in the pool first (that load is its load check), then flip the registry: it
-    compiles once, and the first request after the promote finds it loaded."""
+async def _activate(request: Request, domain: str, version: str) -> tuple[str, WarmReport | None]:
+    """Load the version in the pool first (that load is its load check), embed the domain's passages with
+    it, then flip the registry: it compiles once, and the first request after the promote finds it loaded
+    and its passages stored."""
     reg = _registry(request)
     name = version_name(parse_version(version))
     reg.manifest(domain, name)  # 404 for an unknown version
@@ -110,9 +114,31 @@ async def _activate(request: Request, domain: str, version: str) -> str:
         await request.app.state.service.scorer.warm(model_id(domain, name))
     except Exception as e:  # noqa: BLE001 - the pool marked it failed; the active version keeps serving
         raise RegistryError(f"cannot promote {model_id(domain, name)}: {e}") from e
+    warmed = await _warm_passages(request, domain, name)
     name = await asyncio.to_thread(reg.promote, domain, name)  # sha256 verified again under the lock
     _changed(request, domain)
-    return name
+    return name, warmed
+
+
+async def _warm_passages(request: Request, domain: str, name: str) -> WarmReport | None:
+    """Embed the domain's most frequently shown, then registered, passages with a bi-encoder version
+    within the budget; past it the rest go to a background job and the promote goes ahead. A failure
+    here is logged and never stops the promote: requests compute what is not stored."""
+    settings, mid = request.app.state.settings, model_id(domain, name)
+    if _registry(request).manifest(domain, name).get("kind") != "bi-encoder":
+        return None  # a cross-encoder's input holds the query: nothing to embed ahead
+    try:
+        seen = await asyncio.to_thread(request.app.state.store.frequent_passages, domain,
+                                       settings.promote_warm_passages)
+        registered = await asyncio.to_thread(lambda: list(PassageStore(settings.home).texts(domain)))
+        texts = list(dict.fromkeys(seen + registered))
+        out = await passages.warm(request.app.state.service.scorer, mid, texts, settings.promote_warm_s)
+    except Exception as e:  # noqa: BLE001
+        log.warning("warming %s's passages failed: %s", mid, e)
+        return None
+    rest = out.pop("rest")
+    job_id = passages.start_job(request.app.state, domain, [mid], rest, "promote") if rest else None
+    return WarmReport(**out, job_id=job_id)
 
 
 @router.post("/{domain}/rollback", response_model=ActiveVersion, dependencies=ADMIN,
