@@ -17,6 +17,7 @@ from state.registry import Registry
 from state.settings import Settings
 from tests.conftest import SCIFACT, make_tarball
 from tests.test_app_seam import TOKEN, WordOverlap, publish_fake
+from tests.test_training_http import wait as wait_job
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -37,16 +38,6 @@ class Embedding(WordOverlap):
 
 def jsonl(*rows) -> bytes:
     return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows).encode()
-
-
-def wait_job(c, job_id: str, timeout: float = 120) -> dict:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        job = c.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} still {job['status']}: {job}")
 
 
 @pytest.fixture

@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import tempfile
-from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
@@ -14,7 +11,7 @@ from serving import passages, redact
 from serving.auth import require_admin
 from serving.protocol import (ActiveVersion, Deleted, DomainConfigUpdate, DomainCreate, DomainInfo, DomainList,
                               DomainPath, PromoteRequest, Published, VersionPath, WarmReport, errors)
-from serving.upload import publish_upload
+from serving.upload import publish_upload, received_body
 from state.ids import model_id, parse_version, version_name
 from state.passages import PassageStore
 from state.registry import Registry, RegistryError
@@ -72,21 +69,14 @@ async def upload_version(domain: DomainPath, request: Request, activate: bool = 
     its manifest that the files do not have, or ships an engine file (model.onnx, the OpenVINO pair)
     that does not load. Unpacking and checks run in a worker thread, off the event loop."""
     reg, settings = _registry(request), request.app.state.settings
-    tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="upload-"))
-    try:
-        archive = tmp / "upload.tar.gz"
-        with open(archive, "wb") as f:
-            async for chunk in request.stream():  # BodyLimit middleware enforces the upload limit (413)
-                f.write(chunk)
+    async with received_body(request, "upload.tar.gz") as archive:
         try:
             version = await asyncio.to_thread(
-                publish_upload, reg, domain, archive, tmp / "x", load_check_shipped,
+                publish_upload, reg, domain, archive, archive.parent / "x", load_check_shipped,
                 max_bytes=settings.max_upload_unpacked_bytes, max_members=settings.max_upload_members)
         except Exception as e:  # noqa: BLE001 - bad archive or manifest, unloadable graph: the upload's fault
             log.warning("upload to %s refused: %s", domain, e)  # the full text, paths included, for the operator
             raise HTTPException(400, f"upload refused: {redact.paths(str(e))}") from e
-    finally:
-        await asyncio.to_thread(shutil.rmtree, tmp, True)
     if activate:
         await _activate(request, domain, version)
     _changed(request, domain)

@@ -3,15 +3,13 @@ and the base, so that requests sending them are answered from the embedding stor
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
 from serving import passages
 from serving.auth import require_admin
 from serving.protocol import DomainPath, PassagesAccepted, PassagesInfo, errors
+from serving.upload import received_body
 from state.ids import BASE_MODEL_ID
 from state.passages import InvalidPassages, PassageStore, parse_jsonl
 
@@ -42,19 +40,12 @@ async def register_passages(domain: DomainPath, request: Request) -> PassagesAcc
     it, nothing registered. Registered texts are embedded by a background job (GET /v1/jobs/{job_id})."""
     _known(request, domain)
     settings = request.app.state.settings
-    tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="passages-"))
-    try:
-        body = tmp / "passages.jsonl"
-        with open(body, "wb") as f:
-            async for chunk in request.stream():  # BodyLimit enforces the data upload limit (413)
-                f.write(chunk)
+    async with received_body(request, "passages.jsonl") as body:
         try:
             parsed = await asyncio.to_thread(parse_jsonl, body, settings.max_passages_per_upload,
                                              settings.max_passage_chars)
         except InvalidPassages as e:
             raise HTTPException(422, f"body: {e}") from None
-    finally:
-        await asyncio.to_thread(shutil.rmtree, tmp, True)
     added, known = await asyncio.to_thread(PassageStore(settings.home).add, domain, parsed)
     models = embedding_models(request, domain)
     # every text of the upload: one registered before may not be stored with today's champion
