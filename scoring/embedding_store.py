@@ -38,6 +38,7 @@ SCHEMA_VERSION = 1
 TOUCH_AFTER_S = 60.0  # a hit refreshes its row's last use at most this often: reads stay reads
 ROW_OVERHEAD = 64  # bytes per row beside the embedding (key, index entry, row header), for the bound
 EVICT_TO = 0.9  # eviction frees down to this share of the bound, so it does not run on every put
+MAX_QUEUED = 1024  # write batches waiting for the writer thread; past it new ones are dropped (memory)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, version TEXT NOT NULL, dim INTEGER NOT NULL,
@@ -50,13 +51,13 @@ class EmbeddingStore:
     def __init__(self, path: Path | str, max_bytes: int, busy_timeout_ms: int = 2000):
         self.path, self.max_bytes, self.busy_timeout_ms = Path(path), max_bytes, busy_timeout_ms
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.rebuilt = self.errors = self.hits = self.misses = 0
+        self.rebuilt = self.errors = self.hits = self.misses = self.dropped = 0
         self._read_lock = threading.Lock()
         self._ino: int | None = None
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None  # used by the writer thread only
         self._open_checked()
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue = queue.Queue(MAX_QUEUED)
         self._thread = threading.Thread(target=self._write_loop, name="embedding-store-writer", daemon=True)
         self._thread.start()
 
@@ -169,14 +170,20 @@ class EmbeddingStore:
         self.hits += len(out)
         self.misses += len(keys) - len(out)
         if stale:
-            self._queue.put(("touch", stale))
+            self._enqueue("touch", stale)
         return out
 
     # -- writes (on the writer thread) ------------------------------------------------------------
     def put_many(self, items: list[tuple[bytes, str, Entry]]) -> None:
         """Queue (key, version label, entry) rows for the writer thread."""
         if items:
-            self._queue.put(("put", items))
+            self._enqueue("put", items)
+
+    def _enqueue(self, op: str, arg: list) -> None:
+        try:
+            self._queue.put_nowait((op, arg))
+        except queue.Full:  # the writer is behind (a slow disk, a long lock): these are computed again
+            self.dropped += 1
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything queued so far is written (tests, a job's end). False on timeout."""
@@ -237,7 +244,7 @@ class EmbeddingStore:
     # -- the rest ---------------------------------------------------------------------------------
     def stats(self) -> dict[str, int | float]:
         out: dict[str, int | float] = {"hits": self.hits, "misses": self.misses, "errors": self.errors,
-                                       "rebuilt": self.rebuilt, "max_bytes": self.max_bytes}
+                                       "rebuilt": self.rebuilt, "dropped": self.dropped, "max_bytes": self.max_bytes}
         with self._read_lock:
             try:
                 self._current()

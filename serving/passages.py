@@ -52,7 +52,9 @@ def start_job(app_state: Any, domain: str, model_ids: list[str], texts: list[str
     jobs = JobStore(app_state.settings.home)
     record = jobs.create(domain, "passages", {"passages": len(texts), "models": model_ids, "why": why},
                          prefix="passages")
-    tasks: set[asyncio.Task] = app_state.__dict__.setdefault("passage_jobs", set())
+    tasks: set[asyncio.Task] | None = getattr(app_state, "passage_jobs", None)
+    if tasks is None:
+        tasks = app_state.passage_jobs = set()
     task = asyncio.get_running_loop().create_task(run_job(jobs, record["id"], app_state.service.scorer,
                                                           model_ids, texts))
     tasks.add(task)

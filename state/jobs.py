@@ -42,7 +42,8 @@ class JobStore:
 
     def create(self, domain: str, kind: str, config: dict[str, Any], prefix: str = "train") -> dict[str, Any]:
         now = time.time()
-        record = {"id": f"{prefix}-{domain}-{uuid.uuid4().hex[:12]}", "domain": domain, "kind": kind,
+        # the id must match JOB_ID_RE whatever the domain id: no "_", and short enough
+        record = {"id": f"{prefix}-{domain.replace('_', '-')[:40]}-{uuid.uuid4().hex[:12]}", "domain": domain, "kind": kind,
                   "config": config, "status": "queued", "stage": "queued",
                   "progress": {"done": 0, "total": 0}, "metrics": {}, "gates": [], "sources": {}, "loss": [],
                   "version": None, "error": None, "cancel_requested": False, "ray_job_id": None,

@@ -99,9 +99,13 @@ def test_registered_passages_are_embedded_by_a_job_with_the_champion_and_the_bas
     again = c.post("/v1/domains/legal/passages", content=jsonl(*rows), headers=AUTH).json()
     assert again["added"] == 0 and wait_job(c, again["job_id"])["metrics"] == {"computed": 0, "already_stored": 4}
     assert c.get("/v1/domains/legal/passages").json()["passages"] == 2
-    # the default domain (no version: the base only) takes passages too
+    # the default domain (no version: the base only) takes passages too, and so does any valid domain id
     r = c.post("/v1/domains/default/passages", content=jsonl({"text": "gamma"}), headers=AUTH)
     assert r.status_code == 202 and r.json()["models"] == ["base"]
+    long_id = "a_domain_" + "x" * 55  # 64 characters, with "_": its job id still matches JOB_ID_RE
+    c.post("/v1/domains", json={"domain": long_id}, headers=AUTH)
+    r = c.post(f"/v1/domains/{long_id}/passages", content=jsonl({"text": "delta"}), headers=AUTH)
+    assert r.status_code == 202 and wait_job(c, r.json()["job_id"])["status"] == "succeeded", r.text
 
 
 def _publish(settings: Settings, domain: str) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
@@ -117,12 +118,14 @@ async def _warm_passages(request: Request, domain: str, name: str) -> WarmReport
     settings, mid = request.app.state.settings, model_id(domain, name)
     if _registry(request).manifest(domain, name).get("kind") != "bi-encoder":
         return None  # a cross-encoder's input holds the query: nothing to embed ahead
+    start = time.monotonic()  # reading the impression log counts against the budget too
     try:
         seen = await asyncio.to_thread(request.app.state.store.frequent_passages, domain,
                                        settings.promote_warm_passages)
         registered = await asyncio.to_thread(lambda: list(PassageStore(settings.home).texts(domain)))
         texts = list(dict.fromkeys(seen + registered))
-        out = await passages.warm(request.app.state.service.scorer, mid, texts, settings.promote_warm_s)
+        out = await passages.warm(request.app.state.service.scorer, mid, texts,
+                                  settings.promote_warm_s - (time.monotonic() - start))
     except Exception as e:  # noqa: BLE001
         log.warning("warming %s's passages failed: %s", mid, e)
         return None
