@@ -61,10 +61,6 @@ class PoolCore:
             self.registry.mark_failed(domain, version, f"load failed: {e}")
             raise ModelLoadError(f"{model_id} failed to load: {e}") from e
 
-    def embed(self, model: VersionScorer, documents: list[str]) -> int:
-        """Passage embeddings computed ahead of requests (registered passages, a promote's warm-up)."""
-        return model.embed(documents)
-
     def score(self, model: VersionScorer, query: str, documents: list[str], max_tokens_per_doc: int | None,
               truncate: bool = False, stop: Callable[[], bool] | None = None) -> Scored:
         """Within the per-request token bound (TooManyTokens before any inference)."""
@@ -116,7 +112,7 @@ def pool_deployment(settings: Settings):
         async def embed(self, documents: list[str]) -> int:
             """Embed passages with the request's model id into the store; how many were computed."""
             model = await self._model(serve.get_multiplexed_model_id())
-            return await asyncio.to_thread(self.core.embed, model, documents)
+            return await asyncio.to_thread(model.embed, documents)
 
         async def _model(self, model_id: str) -> VersionScorer:
             return self.core.base if model_id in ("", BASE_MODEL_ID) else await self.get_model(model_id)
