@@ -62,11 +62,11 @@ def register(url: str, texts: list[str]) -> dict[str, Any]:
             "metrics": job["metrics"]}
 
 
-def run_regime(url: str, users: list[int], seconds: float, stream_for) -> list[dict]:
+def run_regime(url: str, users: list[int], seconds: float, stream_for, timeout_s: float = 300) -> list[dict]:
     rows = []
     for n in users:
-        asyncio.run(closed_loop(url, n, 3, stream_for(1), DOMAIN))  # warm-up
-        row = asyncio.run(closed_loop(url, n, seconds, stream_for(2), DOMAIN))
+        asyncio.run(closed_loop(url, n, 3, stream_for(1), DOMAIN, timeout_s))  # warm-up
+        row = asyncio.run(closed_loop(url, n, seconds, stream_for(2), DOMAIN, timeout_s))
         rows.append(row)
         print(f"    {n} users: {row['pairs_per_s']:.0f} pairs/s, p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, "
               f"{row['requests']} requests, {row['failures']} failed", flush=True)
@@ -79,7 +79,7 @@ def start_peer(kind: str, python: str, model_dir: Path, port: int, threads: int,
     if kind == "infinity":
         cmd = [str(Path(python).parent / "infinity_emb"), "v2", "--model-id", str(model_dir), "--port", str(port),
                "--host", "127.0.0.1", "--engine", "torch", "--device", "cpu", "--batch-size", "16",
-               "--no-bettertransformer"]
+               "--no-bettertransformer", "--no-trust-remote-code", "--no-model-warmup"]
     else:
         cmd = [python, "-m", "benchmarks.peer_server", str(model_dir), "--port", str(port), "--threads", str(threads)]
     proc = subprocess.Popen(cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
@@ -98,6 +98,23 @@ def start_peer(kind: str, python: str, model_dir: Path, port: int, threads: int,
     raise SystemExit(f"peer not ready after 300 s: see {log}")
 
 
+def ours(args: argparse.Namespace, home: Path, texts: list[str], fresh, registered, result: dict) -> None:
+    """(a) fresh, register the corpus, (b) registered; stop; start on the same home; (c) restarted."""
+    with svc.service(None, args.port, home) as url:
+        print("ours, fresh", flush=True)
+        result["ours"]["fresh"] = run_regime(url, args.users, args.seconds, fresh)
+        result["ours"]["register"] = register(url, texts)
+        print(f"ours, registered {args.corpus} passages: {result['ours']['register']}", flush=True)
+        result["ours"]["registered"] = run_regime(url, args.users, args.seconds, registered)
+        save(args.out, result)  # kept so far, should a later phase fail
+    store = home / "embeddings" / "passages.sqlite"
+    result["ours"]["store_bytes"] = store.stat().st_size if store.is_file() else None
+    with svc.service(None, args.port, home) as url:  # a restart: same home, new processes
+        print("ours, registered, after a restart", flush=True)
+        result["ours"]["restarted"] = run_regime(url, args.users, args.seconds, registered)
+    save(args.out, result)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--peer", choices=("infinity", "st"), default="infinity")
@@ -108,7 +125,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--docs", type=int, default=50)
     ap.add_argument("--corpus", type=int, default=5000)
     ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--skip-ours", action="store_true", help="the peer alone (its results go to --out)")
+    ap.add_argument("--peer-regimes", default="fresh,registered",
+                    help="the peer keeps nothing between requests: both cost the same")
     args = svc.own_service_args(ap, RESULTS / "peer.json", argv)
+    # `timeout` stops with SIGTERM: unwind, so the service and the peer we started are stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from benchmarks.latency import ensure_models, machine
     from training.sources.beir import load_beir
@@ -122,26 +144,19 @@ def main(argv: list[str] | None = None) -> dict:
                               "seconds": args.seconds, "ours": {}, "peer": {"kind": args.peer}}
 
     home = svc.fresh_home("reranker-bench-peer-")
-    with svc.service(None, args.port, home) as url:
-        print("ours, fresh", flush=True)
-        result["ours"]["fresh"] = run_regime(url, args.users, args.seconds, fresh)
-        result["ours"]["register"] = register(url, texts)
-        print(f"ours, registered {args.corpus} passages: {result['ours']['register']}", flush=True)
-        result["ours"]["registered"] = run_regime(url, args.users, args.seconds, registered)
-    store = home / "embeddings" / "passages.sqlite"
-    result["ours"]["store_bytes"] = store.stat().st_size if store.is_file() else None
-    with svc.service(None, args.port, home) as url:  # a restart: same home, new processes
-        print("ours, registered, after a restart", flush=True)
-        result["ours"]["restarted"] = run_regime(url, args.users, args.seconds, registered)
-
+    if not args.skip_ours:
+        ours(args, home, texts, fresh, registered, result)
     if not args.skip_peer:
         port = svc.free_port()
         peer = start_peer(args.peer, args.peer_python, ce_dir, port, args.peer_threads, home / "peer.log")
         try:
             url = f"http://127.0.0.1:{port}"
             for name, stream in (("fresh", fresh), ("registered", registered)):
+                if name not in args.peer_regimes.split(","):
+                    continue
                 print(f"peer ({args.peer}), {name}", flush=True)
                 result["peer"][name] = run_regime(url, args.users, args.seconds, stream)
+                save(args.out, result)
         finally:
             peer.send_signal(signal.SIGTERM)
             try:
