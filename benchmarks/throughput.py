@@ -39,7 +39,8 @@ def request_stream(regime: str, docs_per_request: int, seed: int = 0):
         yield body
 
 
-async def closed_loop(url: str, users: int, seconds: float, bodies, domain: str) -> dict[str, Any]:
+async def closed_loop(url: str, users: int, seconds: float, bodies, domain: str,
+                      timeout_s: float = 120) -> dict[str, Any]:
     latencies: list[float] = []
     pairs = failures = 0
     deadline = time.perf_counter() + seconds
@@ -49,7 +50,11 @@ async def closed_loop(url: str, users: int, seconds: float, bodies, domain: str)
         while time.perf_counter() < deadline:
             body = next(bodies)
             t0 = time.perf_counter()
-            r = await client.post(f"{url}/rerank", params={"domain": domain}, json=body)
+            try:
+                r = await client.post(f"{url}/rerank", params={"domain": domain}, json=body)
+            except httpx.TimeoutException:  # not answered within timeout_s: a failure, not a crash
+                failures += 1
+                continue
             if r.status_code != 200:
                 failures += 1
                 continue
@@ -57,7 +62,7 @@ async def closed_loop(url: str, users: int, seconds: float, bodies, domain: str)
             pairs += len(body["documents"])
 
     t_start = time.perf_counter()
-    async with httpx.AsyncClient(timeout=120) as client:
+    async with httpx.AsyncClient(timeout=timeout_s) as client:
         await asyncio.gather(*(user(client) for _ in range(users)))
     elapsed = time.perf_counter() - t_start
     latencies.sort()

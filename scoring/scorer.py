@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from scoring.cache import EmbeddingCache, text_key
+from scoring.cache import EmbeddingCache, entry_key, version_identity
 from scoring.engines import OnnxRuntimeEngine, OpenVinoEngine
 from scoring.files import FUSION, LEXICAL_STATS, MANIFEST, MODEL_ONNX, OPENVINO_BIN, OPENVINO_XML, TOKENIZER, Engine
 from scoring.fusion import Fusion, LexicalPart, LocalLexical, fuse
@@ -81,7 +81,8 @@ class VersionScorer:
                  window_aggregate: str = "max", cache: EmbeddingCache | None = None, hybrid: bool = True,
                  local_lexical: LocalLexical | None = None):
         self.dir = Path(version_dir)
-        self.manifest = json.loads((self.dir / MANIFEST).read_text())
+        manifest = (self.dir / MANIFEST).read_bytes()
+        self.manifest = json.loads(manifest)
         self.kind = self.manifest["kind"]
         self.activation = self.manifest.get("activation", "sigmoid")
         self.batch_size = batch_size
@@ -92,6 +93,9 @@ class VersionScorer:
             log.info("%s has no OpenVINO model: using onnxruntime", self.dir)
             engine = "onnxruntime"
         self.engine: Engine = engine
+        # embeddings are cached under what they depend on, not where the directory sits (scoring/cache.py)
+        self.identity = version_identity(manifest, engine)
+        self.label = str(self.manifest.get("model_id") or self.dir.name)
         self._width_multiple = WIDTH_MULTIPLE if engine == "openvino" else 1  # onnxruntime keeps no per-shape kernels
         self.threads = threads
         self._infer = (OpenVinoEngine(self.dir / OPENVINO_XML, threads) if engine == "openvino"
@@ -197,23 +201,35 @@ class VersionScorer:
                           max_total_tokens: int | None, stop: Callable[[], bool] | None) -> Scored:
         """(cos(query, window) + 1) / 2 per window; passage windows come from the cache when it has them
         (the token bound counts only what runs through the model)."""
-        setting = (str(self.dir), self.max_length, self.windows.overlap, cap, truncate)
-        keys = [(setting, text_key(d)) for d in documents] if self.cache is not None else []
-        entries = [self.cache.get(k) for k in keys] if keys else [None] * len(documents)
+        setting = (self.max_length, self.windows.overlap, cap, truncate)
+        keys = [entry_key(self.identity, setting, d) for d in documents] if self.cache is not None else []
+        entries = self.cache.get_many(keys) if keys else [None] * len(documents)
         missing = [i for i, e in enumerate(entries) if e is None]
         query_enc, w = self.windows.encode(query, [documents[i] for i in missing], cap, first_only=truncate)
         inputs = [query_enc, *w.encodings]
         _within_bound(inputs, len(w.encodings), max_total_tokens)
         emb = self._run(inputs, stop).astype(np.float32)
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        # with a cache, passage embeddings are fp16 whichever tier answers (memory, store or the model),
+        # so a stored passage scores exactly as a fresh one
+        passages = emb[1:].astype(np.float16) if keys else emb[1:]
         for j, i in enumerate(missing):
-            entries[i] = (emb[1:][w.owner == j], bool(w.cut[j]))
-            if keys:
-                self.cache.put(keys[i], entries[i])
+            entries[i] = (passages[w.owner == j], bool(w.cut[j]))
+        if keys:
+            self.cache.put_many([(keys[i], entries[i]) for i in missing], self.label)
         owner = np.concatenate([np.full(len(e[0]), i) for i, e in enumerate(entries)])
-        per_window = (np.concatenate([e[0] for e in entries]) @ emb[0] + 1.0) / 2.0
+        per_window = (np.concatenate([e[0] for e in entries]).astype(np.float32) @ emb[0] + 1.0) / 2.0
         scores = aggregate(per_window.astype(np.float32), owner, len(documents), self.window_aggregate)
         return Scored(scores, sum(e[1] for e in entries), len(owner), len(documents) - len(missing))
+
+    def embed(self, documents: list[str], max_tokens_per_doc: int | None = None) -> int:
+        """Put the documents' passage embeddings in the cache (and the store behind it) ahead of any
+        request; returns how many were computed (the rest were there). 0 for a cross-encoder or without a
+        cache: there is nothing a later request could reuse."""
+        if self.cache is None or not documents:
+            return 0
+        scored = self._score_bi_encoder("", documents, max_tokens_per_doc or self.doc_tokens, False, None, None)
+        return len(documents) - scored.cached
 
 
 def _within_bound(inputs: list[Encoding], windows: int, bound: int | None) -> None:

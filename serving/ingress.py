@@ -15,7 +15,8 @@ from ray.serve.handle import DeploymentHandle
 from serving import drain, errors, events, unicode_guard
 from serving.pool import PoolClient
 from serving.rerank_service import RerankService, Scorer
-from serving.routes import admin, catalog, feedback, jobs, labels, models, rerank, tei, traffic, uploads
+from serving.routes import (admin, catalog, feedback, jobs, labels, models, passages, rerank, tei, traffic,
+                            uploads)
 from state.registry import Registry
 from state.settings import Settings
 
@@ -33,10 +34,11 @@ def create_app(settings: Settings, scorer: Scorer) -> FastAPI:
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body_bytes,
                        upload_max_bytes=settings.max_upload_bytes,
-                       more_limits={"/uploads": settings.max_data_upload_bytes})
+                       more_limits={"/uploads": settings.max_data_upload_bytes,
+                                    "/passages": settings.max_data_upload_bytes})
     for r in (rerank.router, catalog.router, tei.router, models.router, feedback.router, jobs.router):
         app.include_router(r)
-    for r in (traffic.router, labels.router, uploads.router):
+    for r in (traffic.router, labels.router, uploads.router, passages.router):
         app.include_router(r)
     admin.install(app)
     errors.document(app)  # lazy: the spec is built on first request, from every route by then

@@ -19,6 +19,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from scoring.cache import EmbeddingCache
+from scoring.embedding_store import EmbeddingStore
 from scoring.fusion import LocalLexical
 from scoring.scorer import Scored, Stopped, TooManyTokens, VersionScorer
 from serving import overload
@@ -39,7 +40,7 @@ class PoolCore:
     def __init__(self, settings: Settings, base_dir: Path | str):
         self.settings = settings
         self.registry = Registry(settings.registry_root)
-        self.cache = EmbeddingCache(settings.embedding_cache_mb << 20) if settings.embedding_cache_mb else None
+        self.cache = _embedding_cache(settings)
         # the base fuses BM25 over the request's own documents; domain versions bring their own statistics
         self.base = self._open(base_dir, LocalLexical(**settings.base_lexical()))
 
@@ -65,6 +66,20 @@ class PoolCore:
         """Within the per-request token bound (TooManyTokens before any inference)."""
         return model.score(query, documents, max_tokens_per_doc, truncate,
                            max_total_tokens=self.settings.max_request_tokens, stop=stop)
+
+
+def _embedding_cache(settings: Settings) -> EmbeddingCache | None:
+    """The replica's LRU, in front of the node's store; a store that cannot be opened leaves the LRU alone
+    (logged): serving never depends on it."""
+    store = None
+    if settings.embedding_store_mb:
+        try:
+            store = EmbeddingStore(settings.embedding_store_file, settings.embedding_store_mb << 20)
+        except Exception as e:  # noqa: BLE001 - a replica serves without its store rather than not at all
+            log.error("embedding store %s not opened: %s", settings.embedding_store_file, e)
+    if not (settings.embedding_cache_mb or store):
+        return None
+    return EmbeddingCache(settings.embedding_cache_mb << 20, store)
 
 
 def stopper(budget_s: float | None) -> tuple[Callable[[], bool], threading.Event]:
@@ -94,12 +109,19 @@ def pool_deployment(settings: Settings):
             model = await self.get_model(serve.get_multiplexed_model_id())
             await asyncio.to_thread(model.score, "check", ["check"])
 
+        async def embed(self, documents: list[str]) -> int:
+            """Embed passages with the request's model id into the store; how many were computed."""
+            model = await self._model(serve.get_multiplexed_model_id())
+            return await asyncio.to_thread(model.embed, documents)
+
+        async def _model(self, model_id: str) -> VersionScorer:
+            return self.core.base if model_id in ("", BASE_MODEL_ID) else await self.get_model(model_id)
+
         async def score(self, query: str, documents: list[str], max_tokens_per_doc: int | None,
                         truncate: bool = False, budget_s: float | None = None) -> Scored:
             """budget_s: the caller's time left; scoring stops between batches when it runs out or
             the caller cancels (the thread cannot be interrupted mid-batch)."""
-            model_id = serve.get_multiplexed_model_id()
-            model = self.core.base if model_id in ("", BASE_MODEL_ID) else await self.get_model(model_id)
+            model = await self._model(serve.get_multiplexed_model_id())
             stop, cancelled = stopper(budget_s)
             try:
                 return await asyncio.to_thread(self.core.score, model, query, documents, max_tokens_per_doc,
@@ -159,6 +181,10 @@ class PoolClient:
         except asyncio.CancelledError:
             response.cancel()  # the deadline passed or the client left: the replica stops scoring too
             raise
+
+    async def embed(self, model_id: str, documents: list[str]) -> int:
+        """Passage embeddings into the node's store ahead of requests; how many were computed."""
+        return await self._for(model_id).embed.remote(documents)
 
     async def warm(self, model_id: str) -> None:
         """Load a version into the pool before it is promoted; raises ModelLoadError saying why not."""

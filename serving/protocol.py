@@ -307,10 +307,34 @@ class Published(BaseModel):
     status: Literal["candidate", "active"]
 
 
+class WarmReport(BaseModel):
+    """A promote's warm-up: passages embedded with the new version before it took traffic."""
+    passages: int = Field(description="registered and most frequently shown passages of the domain")
+    embedded: int = Field(description="embedded (or found stored) within RERANKER_PROMOTE_WARM_S")
+    computed: int = Field(description="of those, computed now (the rest were stored already)")
+    complete: bool
+    job_id: str | None = Field(None, description="past the budget: the job embedding the rest")
+
+
 class ActiveVersion(BaseModel):
     domain: str
     active: str
     model_id: str
+    warm: WarmReport | None = None
+
+
+class PassagesAccepted(BaseModel):
+    domain: str
+    job_id: str = Field(description="the background embedding job: GET /v1/jobs/{job_id}")
+    passages: int
+    added: int = Field(description="texts registered now")
+    already_registered: int
+    models: list[str] = Field(description="model ids the passages are embedded with")
+
+
+class PassagesInfo(BaseModel):
+    domain: str
+    passages: int = Field(description="texts registered for the domain")
 
 
 class Deleted(BaseModel):

@@ -34,6 +34,9 @@ class Scorer(Protocol):
     async def warm(self, model_id: str) -> None:
         """Load a version where it will serve (raises if it cannot), so its first request pays nothing."""
 
+    async def embed(self, model_id: str, documents: list[str]) -> int:
+        """Store passage embeddings with a (bi-encoder) model ahead of requests; how many were computed."""
+
 
 class BadRequest(Exception):
     def __init__(self, field: str, message: str, status: int = 422):

@@ -6,13 +6,19 @@ never on the event loop that answers /rerank.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
 import stat
 import tarfile
+import tempfile
 import zipfile
 import zlib
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Callable
+from typing import AsyncIterator, Callable
+
+from starlette.requests import Request
 
 from state.registry import Registry
 
@@ -23,6 +29,21 @@ REQUIRED = ("model.onnx", "tokenizer.json", "manifest.json")
 
 class UnsafeArchive(ValueError):
     pass
+
+
+@asynccontextmanager
+async def received_body(request: Request, name: str) -> AsyncIterator[Path]:
+    """The request's body streamed into a file of a private temporary directory (the BodyLimit middleware
+    bounds it: 413), removed with everything in it when the block ends."""
+    tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="upload-"))
+    try:
+        path = tmp / name
+        with open(path, "wb") as f:
+            async for chunk in request.stream():
+                f.write(chunk)
+        yield path
+    finally:
+        await asyncio.to_thread(shutil.rmtree, tmp, True)
 
 
 def _unsafe_name(name: str) -> str | None:

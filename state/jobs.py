@@ -40,9 +40,10 @@ class JobStore:
     def _write(self, record: dict[str, Any]) -> None:
         write_json_atomic(self._path(record["id"]), record)
 
-    def create(self, domain: str, kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    def create(self, domain: str, kind: str, config: dict[str, Any], prefix: str = "train") -> dict[str, Any]:
         now = time.time()
-        record = {"id": f"train-{domain}-{uuid.uuid4().hex[:12]}", "domain": domain, "kind": kind,
+        # the id must match JOB_ID_RE whatever the domain id: no "_", and short enough
+        record = {"id": f"{prefix}-{domain.replace('_', '-')[:40]}-{uuid.uuid4().hex[:12]}", "domain": domain, "kind": kind,
                   "config": config, "status": "queued", "stage": "queued",
                   "progress": {"done": 0, "total": 0}, "metrics": {}, "gates": [], "sources": {}, "loss": [],
                   "version": None, "error": None, "cancel_requested": False, "ray_job_id": None,

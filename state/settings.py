@@ -45,6 +45,21 @@ class Settings(BaseSettings):
     # Passage embeddings of bi-encoder versions, per pool replica, shared by its versions (scoring/cache.py):
     # a document seen before costs no inference. 0 turns it off.
     embedding_cache_mb: int = Field(64, ge=0)
+    # Behind it, a persistent store (scoring/embedding_store.py): one SQLite file per node, shared by its
+    # pool replicas, kept across restarts and promotes (entries are per version), bounded (least recently
+    # used evicted first; ~830 MB per million one-window passages of a 384-dim model). 0 turns it off.
+    # Its path must be on a disk of the node itself, not a shared mount (SQLite's WAL needs one host):
+    # default <home>/embeddings/passages.sqlite.
+    embedding_store_mb: int = Field(1024, ge=0)
+    embedding_store_path: Path | None = None
+    # Before a promoted version takes traffic, the domain's registered passages and its most frequently
+    # shown ones (up to promote_warm_passages) are embedded with it, for at most promote_warm_s seconds;
+    # past that the promote goes ahead and the rest are embedded when a request first sends them.
+    promote_warm_s: float = Field(30.0, ge=0)
+    promote_warm_passages: int = Field(5000, ge=0)
+    # POST /v1/domains/{d}/passages (JSONL of {id?, text}): the body is bounded by max_data_upload_bytes
+    max_passages_per_upload: int = Field(100_000, ge=1)
+    max_passage_chars: int = Field(100_000, ge=1)
 
     # The base model has no domain statistics: its score is fused with BM25 over the request's own
     # documents (scoring/fusion.py), z-sum weight base_lexical_weight for a language in base_languages
@@ -145,6 +160,10 @@ class Settings(BaseSettings):
     @property
     def registry_root(self) -> Path:
         return self.home / "models"
+
+    @property
+    def embedding_store_file(self) -> Path:
+        return self.embedding_store_path or self.home / "embeddings" / "passages.sqlite"
 
     @property
     def database_url(self) -> str:

@@ -188,6 +188,18 @@ class Store:
         with Session(self.engine) as db:
             return int(db.execute(q).scalar_one())
 
+    def frequent_passages(self, domain: str, limit: int) -> list[str]:
+        """The texts shown most often in the domain's impressions, most frequent first (what a promote
+        embeds with the new version before it takes traffic)."""
+        if limit <= 0:
+            return []
+        seen = func.count().label("seen")
+        q = (select(Passage.text, seen).join(Shown, Shown.passage_hash == Passage.hash)
+             .join(Impression, Impression.request_id == Shown.request_id).where(Impression.domain == domain)
+             .group_by(Passage.hash, Passage.text).order_by(seen.desc(), Passage.hash).limit(limit))
+        with Session(self.engine) as db:
+            return [text for text, _ in db.execute(q)]
+
     def count_clicks(self, domain: str | None = None) -> int:
         q = select(func.count()).select_from(Click)
         if domain is not None:

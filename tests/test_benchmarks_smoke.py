@@ -32,6 +32,15 @@ def test_latency_script_writes_every_cell(tmp_path, bench_cache):
                     "ratio_cpu", "ratio_wall_openvino", "ratio_cpu_openvino"):
             assert c[key] > 0, (key, c)
     assert data["scifact"][0]["pairs"] == 3
+    # what a figure depends on, to check it on another machine: per-stage times, fed shapes, kernels, host
+    for c in data["cells"]:
+        assert set(c["stages"]) == {"onnx", "openvino"}, c
+        assert all(st["infer"] > 0 and st["tokenize"] > 0 and st["engine_shapes"] for st in c["stages"].values())
+        assert all(w % data["width_multiple_openvino"] == 0 or w == c["tokens"]
+                   for _, w in c["stages"]["openvino"]["engine_shapes"])
+    ov = data["openvino"]["threads_1"]
+    assert ov["kernels"] and ov["optimization_capabilities"] and ov["compiled"]["INFERENCE_NUM_THREADS"] == "1"
+    assert 0 <= data["machine"]["cpu_shares_during_run"]["busy"] <= 1 and data["machine"]["torch"]["cpu_capability"]
     assert data["onnx_manifest"]["parity"]["passed"] and data["onnx_manifest"]["openvino"]["passed"]
 
 

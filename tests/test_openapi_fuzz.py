@@ -25,11 +25,12 @@ EXCLUDED = r"/train/"
 # runs on those operations): "any binary" is all it can say of a tar.gz upload; an object document needs
 # `text` unless `rank_fields` names its fields (one field depends on another); a timeline's bucket count
 # depends on since, until and bucket_s together; a label must grade a passage shown for a logged query
-# (stored state); an upload's file name must fit its kind.
+# (stored state); an upload's file name must fit its kind; a passages body must be JSONL lines.
 _ACCEPTANCE = [schemathesis.checks.positive_data_acceptance]
 NOT_EXPRESSIBLE = {op: _ACCEPTANCE for op in (
     "POST /v1/domains/{domain}/versions", "POST /rerank", "POST /v1/rerank", "POST /v2/rerank",
-    "GET /v1/domains/{domain}/ab/timeline", "POST /v1/domains/{domain}/labels", "POST /v1/domains/{domain}/uploads")}
+    "GET /v1/domains/{domain}/ab/timeline", "POST /v1/domains/{domain}/labels", "POST /v1/domains/{domain}/uploads",
+    "POST /v1/domains/{domain}/passages")}
 
 
 def operations(url: str) -> list:

@@ -53,13 +53,13 @@ def test_embedding_cache_answers_repeats_without_inference_and_stays_bounded(bas
     first = rt.score("capital of France?", docs)
     again = rt.score("what is the capital city of France?", docs[::-1])
     assert (first.cached, again.cached) == (0, 3)
-    # static int8 is deterministic: a cached passage scores exactly as a fresh one
-    np.testing.assert_allclose(first.scores, fresh.scores, rtol=0, atol=1e-6)
+    # static int8 is deterministic: a cached passage scores as a fresh one, up to its fp16 embedding
+    np.testing.assert_allclose(first.scores, fresh.scores, rtol=0, atol=1e-4)
     assert again.windows == first.windows and cache.stats()["hits"] == 3
     # another cap or truncation is another entry, never a wrong hit
     assert rt.score("capital of France?", docs, max_tokens_per_doc=40).cached == 0
     assert rt.score("capital of France?", docs, truncate=True).cached == 0
-    small = EmbeddingCache(max_bytes=3 * 384 * 4)  # room for three of the four window embeddings
+    small = EmbeddingCache(max_bytes=3 * 384 * 2)  # room for three of the four fp16 window embeddings
     rt_small = VersionScorer(base_version, engine="openvino", cache=small)
     rt_small.score("q", docs)
     assert small.stats()["bytes"] <= small.max_bytes and small.stats()["entries"] < 3

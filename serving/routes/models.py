@@ -3,20 +3,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import tempfile
-from pathlib import Path
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from scoring.scorer import load_check_shipped
-from serving import redact
+from serving import passages, redact
 from serving.auth import require_admin
 from serving.protocol import (ActiveVersion, Deleted, DomainConfigUpdate, DomainCreate, DomainInfo, DomainList,
-                              DomainPath, PromoteRequest, Published, VersionPath, errors)
-from serving.upload import publish_upload
+                              DomainPath, PromoteRequest, Published, VersionPath, WarmReport, errors)
+from serving.upload import publish_upload, received_body
 from state.ids import model_id, parse_version, version_name
+from state.passages import PassageStore
 from state.registry import CURRENT, Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -72,21 +71,14 @@ async def upload_version(domain: DomainPath, request: Request, activate: bool = 
     its manifest that the files do not have, or ships an engine file (model.onnx, the OpenVINO pair)
     that does not load. Unpacking and checks run in a worker thread, off the event loop."""
     reg, settings = _registry(request), request.app.state.settings
-    tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="upload-"))
-    try:
-        archive = tmp / "upload.tar.gz"
-        with open(archive, "wb") as f:
-            async for chunk in request.stream():  # BodyLimit middleware enforces the upload limit (413)
-                f.write(chunk)
+    async with received_body(request, "upload.tar.gz") as archive:
         try:
             version = await asyncio.to_thread(
-                publish_upload, reg, domain, archive, tmp / "x", load_check_shipped,
+                publish_upload, reg, domain, archive, archive.parent / "x", load_check_shipped,
                 max_bytes=settings.max_upload_unpacked_bytes, max_members=settings.max_upload_members)
         except Exception as e:  # noqa: BLE001 - bad archive or manifest, unloadable graph: the upload's fault
             log.warning("upload to %s refused: %s", domain, e)  # the full text, paths included, for the operator
             raise HTTPException(400, f"upload refused: {redact.paths(str(e))}") from e
-    finally:
-        await asyncio.to_thread(shutil.rmtree, tmp, True)
     if activate:
         await _activate(request, domain, version)
     _changed(request, domain)
@@ -98,15 +90,19 @@ async def upload_version(domain: DomainPath, request: Request, activate: bool = 
              responses=errors(401, 403, 404, 409, 422))
 async def promote(domain: DomainPath, body: PromoteRequest, request: Request) -> ActiveVersion:
     """Conditional: 409 naming the active version if it is not `expected_active` (by default the version
-    active when the request arrived) when the registry flips; of two promotes at once, one wins."""
+    active when the request arrived) when the registry flips; of two promotes at once, one wins. Before
+    the flip, the domain's registered and most frequently shown passages are embedded with the version
+    (a bi-encoder) for at most RERANKER_PROMOTE_WARM_S; `warm` says how far it got."""
     expected = body.expected_active if "expected_active" in body.model_fields_set else CURRENT
-    name = await _activate(request, domain, body.version, expected)
-    return ActiveVersion(domain=domain, active=name, model_id=model_id(domain, name))
+    name, warmed = await _activate(request, domain, body.version, expected)
+    return ActiveVersion(domain=domain, active=name, model_id=model_id(domain, name), warm=warmed)
 
 
-async def _activate(request: Request, domain: str, version: str, expected: Any = CURRENT) -> str:
-    """Load the version in the pool first (that load is its load check), then flip the registry: it
-    compiles once, and the first request after the promote finds it loaded."""
+async def _activate(request: Request, domain: str, version: str,
+                    expected: Any = CURRENT) -> tuple[str, WarmReport | None]:
+    """Load the version in the pool first (that load is its load check), embed the domain's passages with
+    it, then flip the registry: it compiles once, and the first request after the promote finds it loaded
+    and its passages stored."""
     reg = _registry(request)
     name = version_name(parse_version(version))
     reg.manifest(domain, name)  # 404 for an unknown version
@@ -117,10 +113,34 @@ async def _activate(request: Request, domain: str, version: str, expected: Any =
     except Exception as e:  # noqa: BLE001 - the pool marked it failed; the active version keeps serving
         reg.manifest(domain, name)  # 404 if a DELETE removed it meanwhile
         raise RegistryError(f"cannot promote {model_id(domain, name)}: {e}") from e
+    warmed = await _warm_passages(request, domain, name)
     # sha256 verified again, the expectation checked under the lock
     name = await asyncio.to_thread(reg.promote, domain, name, None, expected)
     _changed(request, domain)
-    return name
+    return name, warmed
+
+
+async def _warm_passages(request: Request, domain: str, name: str) -> WarmReport | None:
+    """Embed the domain's most frequently shown, then registered, passages with a bi-encoder version
+    within the budget; past it the rest go to a background job and the promote goes ahead. A failure
+    here is logged and never stops the promote: requests compute what is not stored."""
+    settings, mid = request.app.state.settings, model_id(domain, name)
+    if _registry(request).manifest(domain, name).get("kind") != "bi-encoder":
+        return None  # a cross-encoder's input holds the query: nothing to embed ahead
+    start = time.monotonic()  # reading the impression log counts against the budget too
+    try:
+        seen = await asyncio.to_thread(request.app.state.store.frequent_passages, domain,
+                                       settings.promote_warm_passages)
+        registered = await asyncio.to_thread(lambda: list(PassageStore(settings.home).texts(domain)))
+        texts = list(dict.fromkeys(seen + registered))
+        out = await passages.warm(request.app.state.service.scorer, mid, texts,
+                                  settings.promote_warm_s - (time.monotonic() - start))
+    except Exception as e:  # noqa: BLE001
+        log.warning("warming %s's passages failed: %s", mid, e)
+        return None
+    rest = out.pop("rest")
+    job_id = passages.start_job(request.app.state, domain, [mid], rest, "promote") if rest else None
+    return WarmReport(**out, job_id=job_id)
 
 
 @router.post("/{domain}/rollback", response_model=ActiveVersion, dependencies=ADMIN,
