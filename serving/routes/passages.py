@@ -32,8 +32,9 @@ def _known(request: Request, domain: str) -> None:
 
 @router.post("/{domain}/passages", status_code=202, response_model=PassagesAccepted,
              dependencies=[Depends(require_admin)], responses=errors(401, 403, 404, 413, 422),
-             openapi_extra={"requestBody": {"required": True, "content": {"application/x-ndjson": {
-                 "schema": {"type": "string", "description": 'one {"id"?: string, "text": string} per line'}}}}})
+             openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
+                 "schema": {"type": "string", "format": "binary",
+                            "description": 'JSONL: one {"id"?: string, "text": string} per line'}}}}})
 async def register_passages(domain: DomainPath, request: Request) -> PassagesAccepted:
     """Body: JSONL, one {"id"?, "text"} per line (at most RERANKER_MAX_DATA_UPLOAD_BYTES,
     RERANKER_MAX_PASSAGES_PER_UPLOAD lines, RERANKER_MAX_PASSAGE_CHARS per text). A bad line: 422 naming
