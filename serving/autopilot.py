@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable
 
 from serving import job_launcher
-from state.autopilot import AutopilotConfig
+from state.autopilot import AutopilotConfig, spill_backlog
 from state.challenge import Referee
 from state.decisions import DecisionLog
 from state.ids import model_id, split_model_id
@@ -33,12 +33,6 @@ from state.store import Store
 
 log = logging.getLogger(__name__)
 AUTOPILOT = "autopilot"
-
-
-def spill_backlog(settings: Settings) -> bool:
-    """Impressions wait in the spill file (state/spill.py) or in a replay of it."""
-    return any(p.exists() and p.stat().st_size > 0
-               for p in (settings.spill_path, settings.spill_path.with_name(settings.spill_path.name + ".replaying")))
 
 
 def _in_window(cfg: dict[str, Any], now: float) -> bool:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from state import spill
 from state.atomic import write_json_atomic
 
 # A domain's autopilot when nobody tuned it: off; retrain after 200 new clicked queries or 50 new grades.
@@ -56,3 +57,10 @@ class AutopilotConfig:
         with self._edit() as data:
             data["domains"][domain] = {**DOMAIN_DEFAULTS, **data["domains"].get(domain, {}), **fields}
             return dict(data["domains"][domain])
+
+
+def spill_backlog(settings: Any) -> bool:
+    """Impressions wait in the spill file (state/spill.py) or in a replay of it: automatic actions and
+    decisions wait too, their data would be incomplete."""
+    path = settings.spill_path
+    return any(p.exists() and p.stat().st_size > 0 for p in (path, path.with_name(path.name + spill.REPLAYING)))

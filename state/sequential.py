@@ -20,7 +20,9 @@ depend on when anyone looked):
 2. a guardrail fails (challenger p95 latency > champion's x (1 + latency_margin), or challenger error
    rate > champion's + error_margin): reject;
 3. either metric's sequence lies below 0: reject; else either lies above 0: promote. Each metric is
-   tested at alpha/2 (Bonferroni), so a false promote has probability <= alpha under no effect;
+   tested at alpha/2 (Bonferroni), so a false promote has probability <= alpha under no effect. A
+   metric whose intersected sequence is empty (its difference drifted during the test, which the
+   test assumes it does not) counts for neither;
 4. over the maximum impressions or duration: inconclusive; else no decision yet.
 """
 from __future__ import annotations
@@ -155,8 +157,11 @@ class DecisionRule:
             return {"outcome": REJECT, "stats": stats, "reasons": [
                 f"guardrail {g['guardrail']}: challenger {g['challenger']:.4g} over the limit {g['limit']:.4g} "
                 f"(champion {g['champion']:.4g})" for g in failed]}
-        worse = [m for m in METRICS if seqs[m]["cs"] and seqs[m]["cs"][1] < 0]
-        better = [m for m in METRICS if seqs[m]["cs"] and seqs[m]["cs"][0] > 0]
+        # an empty intersection (lo > hi) means the difference itself moved during the test: no evidence
+        # either way from that metric (the sequence assumes one fixed difference)
+        drifted = [m for m in METRICS if seqs[m]["cs"] and seqs[m]["cs"][0] > seqs[m]["cs"][1]]
+        worse = [m for m in METRICS if seqs[m]["cs"] and m not in drifted and seqs[m]["cs"][1] < 0]
+        better = [m for m in METRICS if seqs[m]["cs"] and m not in drifted and seqs[m]["cs"][0] > 0]
 
         def said(m: str, word: str) -> str:
             lo, hi = seqs[m]["cs"]
@@ -167,5 +172,7 @@ class DecisionRule:
             return {"outcome": REJECT, "stats": stats, "reasons": [said(m, "worse") for m in worse]}
         if better:
             return {"outcome": PROMOTE, "stats": stats, "reasons": [said(m, "better") for m in better]}
+        moved = [f"{m.upper()}: the always-valid interval is empty, the difference changed during the test"
+                 for m in drifted]
         return {"outcome": INCONCLUSIVE if over else CONTINUE, "stats": stats,
-                "reasons": over or ["no metric differs yet at the always-valid level"]}
+                "reasons": over + moved or ["no metric differs yet at the always-valid level"]}

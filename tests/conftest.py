@@ -66,6 +66,7 @@ def settings(tmp_path_factory):
         "RERANKER_MAX_BODY_BYTES": "200000",
         "RERANKER_REGISTRY_CACHE_TTL_S": "0.5",
         "RERANKER_MAX_REQUEST_TOKENS": "50000",  # low enough for a 413 within the body limit
+        "RERANKER_AUTOPILOT_INTERVAL_S": "0",  # rounds on request only (POST /v1/autopilot/run): no surprises
     })
     from state.settings import Settings
 

@@ -254,3 +254,30 @@ def test_autopilot_window_and_settings_validation(world):
     jobs.update(jobs.create("legal", "reranker", {})["id"], status="succeeded")
     assert "outside the hours" in pilot.round()[0]["reason"]
     assert json.loads((settings.home / "autopilot.json").read_text())["domains"]["legal"]["enabled"] is True
+
+
+def test_cli_challenger_decide_decisions(world, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    settings, store, reg = world
+    monkeypatch.setenv("RERANKER_HOME", str(settings.home))
+    monkeypatch.delenv("RERANKER_DB_URL", raising=False)
+    monkeypatch.setenv("RERANKER_DECISION_MIN_EXPOSURE", "100")
+    v1, v2 = _publish(reg, "legal"), _publish(reg, "legal")
+    reg.promote("legal", v1)
+    run = CliRunner().invoke
+    assert run(app, ["challenger", "legal", v1]).exit_code == 2  # the active version
+    r = run(app, ["challenger", "legal", v2, "--by", "bob"])
+    assert r.exit_code == 0 and "legal@v2: challenger" in r.output
+    r = run(app, ["decisions", "legal"])
+    assert r.exit_code == 0 and "legal@v2 vs legal@v1: continue" in r.output and "decisions (0)" in r.output
+    rng = np.random.default_rng(9)
+    _impressions(store, "legal", "domain", "legal@v1", 400, 0.5, rng)
+    _impressions(store, "legal", "challenger", "legal@v2", 400, 0.1, rng)
+    r = run(app, ["decide", "legal", "--by", "bob"])
+    assert r.exit_code == 0 and "reject" in r.output and "(stored)" in r.output
+    out = json.loads(run(app, ["decisions", "legal", "--json"]).output)
+    assert out["current"] is None and [(d["outcome"], d["actor"]) for d in out["decisions"]] == [("reject", "bob")]
+    assert reg.config("legal")["versions"][v2]["status"] == "retired"
+    assert run(app, ["challenger", "legal", "--end"]).exit_code == 2  # nothing under test any more

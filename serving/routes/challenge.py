@@ -15,10 +15,11 @@ import asyncio
 from fastapi import APIRouter, Depends, HTTPException, Request
 
 from serving.auth import require_admin
-from serving.autopilot import Autopilot, spill_backlog
+from serving.autopilot import Autopilot
 from serving.protocol import (Actor, AutopilotDomain, AutopilotRound, AutopilotStatus, AutopilotUpdate,
                               ChallengeStatus, ChallengerSet, DecisionList, DomainInfo, DomainPath, DomainTimeline,
                               KillSwitch, errors)
+from state.autopilot import spill_backlog
 from state.challenge import NoTest
 from state.decisions import timeline
 from state.ids import model_id, parse_version, version_name
