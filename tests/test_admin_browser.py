@@ -273,7 +273,9 @@ def test_challenger_timeline_and_autopilot_switch(page, service, base_version, t
         assert c.get("/v1/autopilot").json()["killed"] is False
     page.click("#end-test")
     expect(page.locator("#domain-status")).to_have_text("test ended")
-    expect(page.locator("#timeline tbody tr").first).to_have_attribute("data-kind", "withdrawn")
+    first = page.locator("#timeline tbody tr").first
+    expect(first).to_have_attribute("data-kind", "withdrawn")
+    expect(first).to_have_attribute("data-actor", NAME)
     page.uncheck("#autopilot-enabled")
     page.click("#autopilot-form button[type=submit]")
     expect(page.locator("#domain-status")).to_have_text("autopilot off for ui-champ")

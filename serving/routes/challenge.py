@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from serving.auth import require_admin
 from serving.autopilot import Autopilot
@@ -59,14 +59,16 @@ async def set_challenger(domain: DomainPath, body: ChallengerSet, request: Reque
 
 @router.delete("/v1/domains/{domain}/challenger", response_model=DomainInfo, dependencies=ADMIN,
                responses=errors(401, 403, 404, 409, 422))
-async def withdraw_challenger(domain: DomainPath, request: Request) -> DomainInfo:
+async def withdraw_challenger(domain: DomainPath, request: Request,
+                              by: str = Query("admin", min_length=1, max_length=100, pattern=r"\S",
+                                              description="who acts (the timeline says)")) -> DomainInfo:
     """End the test without a decision: the challenger is retired, the active version keeps serving."""
     reg = _pilot(request).registry
     current = reg.config(domain)["challenger"]
     if not current:
         raise NoTest(f"{domain} has no challenger under test")
     await asyncio.to_thread(reg.end_challenge, domain, current)
-    await asyncio.to_thread(_pilot(request).log.add_event, domain, "withdrawn", "admin", model_id(domain, current),
+    await asyncio.to_thread(_pilot(request).log.add_event, domain, "withdrawn", by, model_id(domain, current),
                             {"summary": "test ended without a decision"})
     _changed(request, domain)
     return DomainInfo(**reg.describe(domain))

@@ -84,7 +84,10 @@ export function challengeSection(domain, { admin, act }) {
           return r.decision ? `decided: ${r.outcome}` : `no decision yet: ${r.reasons.join("; ")}`;
         }) }, "Decide now"),
         h("button", { type: "button", class: "secondary", id: "end-test", onclick: () => act("Ending the test",
-          async () => { await api(`/v1/domains/${domain}/challenger`, { method: "DELETE" }); return "test ended"; }) },
+          async () => {
+            await api(`/v1/domains/${domain}/challenger`, { method: "DELETE", params: { by: session.name || "admin" } });
+            return "test ended";
+          }) },
         "End the test")] : []);
     } else if (dec.reason.status !== 404) {
       replace(testDiv, errorBox(`Could not load the test: ${dec.reason.message}`));
@@ -103,8 +106,8 @@ export function challengeSection(domain, { admin, act }) {
       replace(pilotDiv, h("p", { id: "autopilot-state", class: killed || all.value.spill_backlog ? "error" : "muted" },
         killed ? "The kill switch is on: nothing happens automatically." : all.value.spill_backlog
           ? "Impressions are spilling: automatic actions wait until they are replayed."
-          : `Decisions and autopilot rounds run every ${all.value.interval_s || "–"} s` +
-            `${all.value.interval_s ? "" : " (timer off: on request only)"}.`));
+          : all.value.interval_s ? `Decisions and autopilot rounds run every ${all.value.interval_s} s.`
+            : "The timer is off: decisions and autopilot rounds run on request only."));
     }
   }
 
