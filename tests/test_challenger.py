@@ -281,3 +281,23 @@ def test_cli_challenger_decide_decisions(world, monkeypatch):
     assert out["current"] is None and [(d["outcome"], d["actor"]) for d in out["decisions"]] == [("reject", "bob")]
     assert reg.config("legal")["versions"][v2]["status"] == "retired"
     assert run(app, ["challenger", "legal", "--end"]).exit_code == 2  # nothing under test any more
+
+
+def test_arm_errors_reach_the_error_guardrail(world):
+    """The logger's error records (a challenger that fails and is answered by the base) reject it."""
+    from serving.events import EventLogger
+    settings, store, reg = world
+    v1, v2 = _publish(reg, "legal"), _publish(reg, "legal")
+    reg.promote("legal", v1)
+    reg.set_challenger("legal", v2)
+    logger = EventLogger(store)
+    for _ in range(30):  # no running loop here: written at once
+        logger.log_error("legal", "challenger", "legal@v2", "RuntimeError: the model does not load")
+    logger.log_error("legal", "domain", "legal@v1", "RuntimeError: once")
+    assert store.arm_errors("legal", since=0) == {"legal@v2": 30, "legal@v1": 1}
+    rng = np.random.default_rng(2)
+    _impressions(store, "legal", "domain", "legal@v1", 300, 0.3, rng)
+    _impressions(store, "legal", "challenger", "legal@v2", 300, 0.3, rng)
+    r = Referee(reg, store, DecisionRule.from_settings(settings)).evaluate("legal", "autopilot")
+    assert r["outcome"] == "reject" and r["reasons"][0].startswith("guardrail error_rate")
+    assert r["stats"]["arms"]["challenger"]["errors"] == 30
