@@ -51,11 +51,12 @@ class Referee:
             return cur
         version = split_model_id(cur["challenger"])[1]
         try:
-            if cur["outcome"] == PROMOTE:
-                if self.registry.config(domain).get("challenger") != version:
-                    return cur  # ended meanwhile (another replica, an admin)
-                self.registry.promote(domain, version)
-            self.registry.end_challenge(domain, version)
+            if cur["outcome"] != PROMOTE:
+                self.registry.end_challenge(domain, version)
+            elif self.registry.config(domain).get("challenger") != version:
+                return cur  # ended meanwhile (another replica, an admin)
+            else:
+                self.registry.promote(domain, version)  # ends the test; the old champion goes to the history
         except RegistryError as e:
             cur["reasons"] = cur["reasons"] + [f"not applied: {e}"]
             return cur

@@ -99,7 +99,7 @@ SHARES = ("ab_split", "base_share", "challenger_share")  # a domain's own traffi
 
 
 def _drop_challenger(cfg: dict[str, Any], name: str) -> None:
-    """A failed or deleted version is no challenger any more."""
+    """A failed, deleted or promoted version is no challenger any more."""
     if cfg.get("challenger") == name:
         cfg["challenger"] = cfg["challenger_since"] = None
 
@@ -304,6 +304,7 @@ class Registry:
                 cfg["history"].append(old)
             cfg["active"] = name
             cfg["versions"][name] = {"status": "active", "updated": time.time()}
+            _drop_challenger(cfg, name)  # a challenger promoted (by the referee or by hand) ends its test
             self._write_config(domain, cfg)
         return name
 
@@ -382,17 +383,16 @@ class Registry:
         return name
 
     def end_challenge(self, domain: str, version: str | int) -> None:
-        """The test of `version` is over: it stops being the challenger (and is retired unless it was
-        promoted meanwhile). RegistryError when it is not the domain's challenger (someone else ended
-        or changed the test)."""
+        """The test of `version` is over without a promotion (promote() ends it otherwise): it stops being
+        the challenger and is retired. RegistryError when it is not the domain's challenger (someone
+        else ended or changed the test)."""
         name = version_name(parse_version(version))
         with self._locked(domain):
             cfg = self._read_config(domain)
             if cfg["challenger"] != name:
                 raise RegistryError(f"{domain}@{name} is not the challenger (now: {cfg['challenger']})")
             _drop_challenger(cfg, name)
-            if cfg["active"] != name:
-                cfg["versions"][name] = {**cfg["versions"].get(name, {}), "status": "retired", "updated": time.time()}
+            cfg["versions"][name] = {**cfg["versions"].get(name, {}), "status": "retired", "updated": time.time()}
             self._write_config(domain, cfg)
 
     def delete_version(self, domain: str, version: str | int) -> None:

@@ -301,3 +301,17 @@ def test_arm_errors_reach_the_error_guardrail(world):
     r = Referee(reg, store, DecisionRule.from_settings(settings)).evaluate("legal", "autopilot")
     assert r["outcome"] == "reject" and r["reasons"][0].startswith("guardrail error_rate")
     assert r["stats"]["arms"]["challenger"]["errors"] == 30
+
+
+def test_promoting_the_challenger_by_hand_ends_its_test(world):
+    settings, store, reg = world
+    v1, v2 = _publish(reg, "legal"), _publish(reg, "legal")
+    reg.promote("legal", v1)
+    reg.set_challenger("legal", v2)
+    reg.promote("legal", v2)
+    assert reg.config("legal")["challenger"] is None
+    with pytest.raises(NoTest):
+        Referee(reg, store, DecisionRule.from_settings(settings)).current("legal")
+    reg.set_challenger("legal", v1)  # the old champion may challenge the new one
+    reg.delete_version("legal", v1)
+    assert reg.config("legal")["challenger"] is None  # a deleted challenger ends its test
