@@ -9,27 +9,16 @@ import uuid
 
 import numpy as np
 import pytest
-from scipy.stats import norm
 
+from benchmarks.decision_rule import naive_peeking_promotes, stream
 from serving.ab import assign_arm, choose, shares
 from serving.autopilot import Autopilot
 from state.challenge import NoTest, Referee
 from state.jobs import JobStore
 from state.registry import Registry, RegistryError
-from state.sequential import ArmStream, DecisionRule
+from state.sequential import DecisionRule
 from state.settings import Settings
 from state.store import ImpressionEvent, ShownPassage, Store
-
-RANKS = np.array([0.45, 0.2, 0.15, 0.1, 0.1])  # where the first click lands, when there is one
-
-
-def stream(rng, n: int, ctr: float, latency: float = 10.0, errors: int = 0, ranks=RANKS) -> ArmStream:
-    clicked = rng.random(n) < ctr
-    rank = rng.choice(len(ranks), size=n, p=ranks)
-    return ArmStream(ts=np.sort(rng.random(n) * 1000), clicked=clicked.astype(float),
-                     rr=np.where(clicked, 1.0 / (rank + 1), 0.0), latency_ms=rng.gamma(8, latency / 8, n),
-                     errors=errors)
-
 
 # ---- three arms ------------------------------------------------------------------------------------
 def test_three_arm_shares_stickiness_and_defaults():
@@ -64,12 +53,7 @@ def test_type_one_error_under_continuous_monitoring():
         rng = np.random.default_rng(seed)
         a, b = stream(rng, 3000, 0.3), stream(rng, 3000, 0.3)
         promotes += rule.decide(a, b, 0)["outcome"] == "promote"
-        for n in range(200, 3001, 100):  # the naive analyst: stop at the first p < 0.05 in favour
-            pa, pb = a.clicked[:n].mean(), b.clicked[:n].mean()
-            se = np.sqrt((pa * (1 - pa) + pb * (1 - pb)) / n)
-            if se > 0 and (pb - pa) / se > norm.ppf(0.975):
-                naive += 1
-                break
+        naive += naive_peeking_promotes(a, b, rule.min_exposure)  # stops at the first p < 0.05 in favour
     assert promotes <= 14, promotes  # 5% of 200 = 10, slack for 200 draws
     assert naive > 2 * max(promotes, 5), (naive, promotes)
 
