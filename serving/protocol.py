@@ -27,6 +27,7 @@ def _json_integer(v: Any) -> Any:
 JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 # the bound before the validator, or the spec would show pydantic's "ge" instead of "minimum"
 PositiveJsonInt = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
+UtcHour = Annotated[int, Field(ge=0, le=23), BeforeValidator(_json_integer)]
 
 
 # ---- rerank ---------------------------------------------------------------------------------------
@@ -386,8 +387,8 @@ class AutopilotUpdate(BaseModel):
     enabled: StrictBool = False
     min_clicked_queries: PositiveJsonInt = 200
     min_expert_labels: PositiveJsonInt = 50
-    window_start_hour: JsonInt | None = Field(None, ge=0, le=23, description="UTC hour the window opens")
-    window_end_hour: JsonInt | None = Field(None, ge=0, le=23, description="UTC hour it closes (may wrap midnight)")
+    window_start_hour: UtcHour | None = Field(None, description="UTC hour the window opens")
+    window_end_hour: UtcHour | None = Field(None, description="UTC hour it closes (may wrap midnight)")
 
 
 class AutopilotStatus(BaseModel):
