@@ -9,6 +9,7 @@ app = typer.Typer(help="Domain reranker service: models, training, A/B.", no_arg
                   pretty_exceptions_show_locals=False)
 for module in (models, train, ab, events):
     module.register(app)
+ab.register_challenger(app)
 
 if __name__ == "__main__":
     app()

@@ -87,6 +87,19 @@ class EventLogger:
                                  model=response.model, query=request.query, latency_ms=float(latency_ms),
                                  n_documents=len(texts), shown=shown, user_key=user_key))
 
+    def log_error(self, domain: str, variant: str, model: str, reason: str) -> None:
+        """Record that an arm's model failed a request (the error-rate guardrail), in a worker thread:
+        errors are rare, and one that cannot be stored only weakens that guardrail (logged)."""
+        def write() -> None:
+            try:
+                self.store.add_arm_error(domain, variant, model, reason)
+            except Exception as e:  # noqa: BLE001 - never fail a request over its error record
+                log.warning("could not record the %s error of %s: %s", variant, model, e)
+        try:
+            asyncio.get_running_loop().run_in_executor(None, write)
+        except RuntimeError:  # no loop (a sync caller): write now
+            write()
+
     def _enqueue(self, event: ImpressionEvent) -> None:
         if self._closed:
             self._fail([event], "closed")

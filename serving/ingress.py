@@ -12,11 +12,11 @@ from fastapi import Depends, FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serving import drain, errors, events, unicode_guard
+from serving import autopilot, drain, errors, events, unicode_guard
 from serving.pool import PoolClient
 from serving.rerank_service import RerankService, Scorer
-from serving.routes import (admin, catalog, feedback, jobs, labels, models, passages, rerank, tei, traffic,
-                            uploads)
+from serving.routes import (admin, catalog, challenge, feedback, jobs, labels, models, passages, rerank, tei,
+                            traffic, uploads)
 from state.registry import Registry
 from state.settings import Settings
 
@@ -31,6 +31,7 @@ def create_app(settings: Settings, scorer: Scorer) -> FastAPI:
     app.state.registry = registry
     logger = events.install(app, settings)  # app.state.store / app.state.events, drained on shutdown
     app.state.service = RerankService(registry, scorer, settings, events=logger)
+    autopilot.install(app, settings)  # app.state.autopilot: decisions and automatic training on a timer
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body_bytes,
                        upload_max_bytes=settings.max_upload_bytes,
@@ -38,7 +39,7 @@ def create_app(settings: Settings, scorer: Scorer) -> FastAPI:
                                     "/passages": settings.max_data_upload_bytes})
     for r in (rerank.router, catalog.router, tei.router, models.router, feedback.router, jobs.router):
         app.include_router(r)
-    for r in (traffic.router, labels.router, uploads.router, passages.router):
+    for r in (traffic.router, labels.router, uploads.router, passages.router, challenge.router):
         app.include_router(r)
     admin.install(app)
     errors.document(app)  # lazy: the spec is built on first request, from every route by then

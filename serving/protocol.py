@@ -27,6 +27,7 @@ def _json_integer(v: Any) -> Any:
 JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 # the bound before the validator, or the spec would show pydantic's "ge" instead of "minimum"
 PositiveJsonInt = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
+UtcHour = Annotated[int, Field(ge=0, le=23), BeforeValidator(_json_integer)]
 
 
 # ---- rerank ---------------------------------------------------------------------------------------
@@ -136,7 +137,8 @@ class RerankResponse(BaseModel):
     results: list[RerankResult]
     model: str
     domain: str
-    variant: Literal["domain", "base"]
+    variant: Literal["domain", "challenger", "base"] = Field(
+        description="The A/B arm: the domain's champion (active version), its challenger, or the base.")
     meta: RerankMeta
 
 
@@ -259,7 +261,7 @@ class ABReport(BaseModel):
 # ---- domains and versions (admin) ----------------------------------------------------------------
 class VersionInfo(BaseModel):
     version: str
-    status: Literal["candidate", "active", "retired", "failed"]
+    status: Literal["candidate", "active", "challenger", "retired", "failed"]
     updated: float | None = None
     error: str | None = None
     manifest: dict[str, Any] = Field(default_factory=dict, description="manifest.json of the version "
@@ -273,6 +275,12 @@ class DomainInfo(BaseModel):
     active: str | None
     ab_split: float | None
     versions: list[VersionInfo]
+    challenger: str | None = Field(None, description="The version under test against the active one.")
+    challenger_since: float | None = None
+    base_share: float | None = Field(None, description="With a challenger: the base holdout's share (null: "
+                                                       "RERANKER_AB_BASE_SHARE).")
+    challenger_share: float | None = Field(None, description="With a challenger: its share of the non-base "
+                                                             "traffic (null: RERANKER_AB_CHALLENGER_SHARE).")
 
 
 class DomainList(BaseModel):
@@ -282,7 +290,11 @@ class DomainList(BaseModel):
 class DomainConfigUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")  # an unknown key is an error, not silently ignored
     ab_split: float | None = Field(None, ge=0.0, le=1.0, strict=True,
-                                   description="Share of traffic for the domain model.")
+                                   description="Share of traffic for the domain model (no challenger).")
+    base_share: float | None = Field(None, ge=0.0, le=1.0, strict=True,
+                                     description="With a challenger: the base holdout's share (0: none).")
+    challenger_share: float | None = Field(None, ge=0.0, le=1.0, strict=True,
+                                           description="With a challenger: its share of the non-base traffic.")
 
 
 class DomainCreate(DomainConfigUpdate):
@@ -340,6 +352,102 @@ class PassagesInfo(BaseModel):
 class Deleted(BaseModel):
     domain: str
     deleted: str
+
+
+# ---- champion vs challenger, decisions, autopilot -------------------------------------------------
+class Actor(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    by: str = Field("admin", min_length=1, max_length=100, pattern=r"\S", description="who acts (the timeline says)")
+
+
+class ChallengerSet(Actor):
+    version: str = Field(pattern=VERSION_RE.pattern, description="N or vN: a published version to test.")
+
+
+class DecisionRecord(BaseModel):
+    id: int
+    ts: float
+    domain: str
+    champion: str
+    challenger: str
+    outcome: Literal["promote", "reject", "inconclusive"]
+    actor: str = Field(description="'autopilot' (serving's timer) or who asked")
+    stats: dict[str, Any]
+    reasons: list[str]
+
+
+class ChallengeStatus(BaseModel):
+    """A test's statistics and what the decision rule says now (`continue`: no decision yet)."""
+    domain: str
+    champion: str
+    challenger: str
+    since: float
+    outcome: Literal["promote", "reject", "inconclusive", "continue"]
+    reasons: list[str]
+    stats: dict[str, Any]
+    decision: DecisionRecord | None = Field(None, description="the stored decision, when this call took one")
+
+
+class DecisionList(BaseModel):
+    domain: str
+    current: ChallengeStatus | None = Field(description="the running test, if any")
+    decisions: list[DecisionRecord] = Field(description="newest first")
+
+
+class TimelineEntry(BaseModel):
+    ts: float
+    kind: str = Field(description="training, trained, gated, failed, cancelled, challenged, withdrawn, promoted, "
+                                  "decided")
+    actor: str
+    model: str | None
+    summary: str
+
+
+class DomainTimeline(BaseModel):
+    domain: str
+    events: list[TimelineEntry] = Field(description="newest first")
+
+
+class AutopilotDomain(BaseModel):
+    enabled: bool
+    min_clicked_queries: int
+    min_expert_labels: int
+    window_start_hour: int | None
+    window_end_hour: int | None
+    adopted_job: str | None = Field(None, description="the last automatic job whose version was taken in")
+
+
+class AutopilotUpdate(BaseModel):
+    """Only the keys sent change; a window hour sent as null clears the window."""
+    model_config = ConfigDict(extra="forbid")
+    enabled: StrictBool = False
+    min_clicked_queries: PositiveJsonInt = 200
+    min_expert_labels: PositiveJsonInt = 50
+    window_start_hour: UtcHour | None = Field(None, description="UTC hour the window opens")
+    window_end_hour: UtcHour | None = Field(None, description="UTC hour it closes (may wrap midnight)")
+
+
+class AutopilotStatus(BaseModel):
+    killed: bool = Field(description="the kill switch: no automatic action at all while on")
+    spill_backlog: bool = Field(description="impressions are spilling: automatic actions wait")
+    interval_s: float
+    max_jobs: int
+    domains: dict[str, AutopilotDomain]
+
+
+class KillSwitch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    killed: StrictBool
+
+
+class AutopilotAction(BaseModel):
+    domain: str | None
+    action: str
+    reason: str
+
+
+class AutopilotRound(BaseModel):
+    actions: list[AutopilotAction]
 
 
 # ---- training jobs -------------------------------------------------------------------------------
@@ -437,6 +545,7 @@ class TimelineBucket(BaseModel):
     start: float
     base: ArmCount
     domain: ArmCount
+    challenger: ArmCount | None = None
 
 
 class ABTimeline(BaseModel):

@@ -145,13 +145,15 @@ class RerankService:
     async def score(self, req: RerankRequest, domain: str, texts: list[str], user_key: str | None,
                     truncate: bool) -> tuple[Arm, Scored]:
         """The A/B arm and its scores; a domain model that fails to load falls back to the base."""
-        arm = ab.choose(domain, self._versions.get(domain), user_key, self.settings.ab_split)
+        arm = ab.choose(domain, self._versions.get(domain), user_key, self.settings)
         try:
             return arm, await self.scorer.score(arm.model_id, req.query, texts, req.max_tokens_per_doc,
                                                 truncate=truncate)
         except (TooManyTokens, overload.Unavailable):
             raise  # the request's size or the service's load: the base would fare no better
         except Exception as e:  # noqa: BLE001 - a broken domain model must not fail the request
+            if self.events is not None:  # the arm's error rate: a guardrail of the decision rule
+                self.events.log_error(domain, arm.variant, arm.model_id, f"{type(e).__name__}: {e}")
             if arm.variant == ab.BASE:
                 raise
             self._versions.invalidate(domain)  # the pool marked it failed; the registry moved on

@@ -1,4 +1,5 @@
-"""The A/B report of a domain: which arm (base or domain model) gets clicked more.
+"""The A/B report of a domain: which arm (base or domain model) gets clicked more. A challenger's
+impressions have their own arm (state/challenge.py decides between champion and challenger).
 
 Per arm: impressions, clicked impressions ("clicks"), CTR = clicked impressions / impressions,
 MRR of the first click (1/(rank+1) of the highest-ranked clicked passage, 0 without a click),
@@ -33,7 +34,7 @@ from scipy.stats import binomtest, norm
 from state import spill
 from state.store import Store
 
-ARMS = ("base", "domain")
+ARMS = ("base", "domain", "challenger")  # the verdict compares base and domain (the champion)
 MIN_IMPRESSIONS_PER_ARM = 100
 MIN_CLICKS = 10
 ALPHA = 0.05
@@ -109,6 +110,8 @@ def ab_report(store: Store, domain: str, since: float | None = None,
     backlog = spill.backlog(spill_path, domain) if spill_path is not None else 0
     rows = store.arm_rows(domain, since=since)
     arms = {arm: arm_summary([r for r in rows if r[0] == arm]) for arm in ARMS}
+    if not arms["challenger"]["impressions"]:
+        del arms["challenger"]  # a domain that never had a challenger reports as before
     cmp = compare(arms["base"], arms["domain"])
     return {
         "domain": domain,

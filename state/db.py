@@ -79,6 +79,50 @@ class Label(Base):
                       Index("ix_labels_domain_query", "domain", "query_hash"))
 
 
+class ArmError(Base):
+    """A rerank whose arm's model failed (the base answered instead, or the request failed): the error
+    rate guardrail of champion vs challenger (state/sequential.py). New table: create_all adds it to an
+    existing database."""
+    __tablename__ = "arm_errors"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[float] = mapped_column(Float)
+    domain: Mapped[str] = mapped_column(String(64))
+    variant: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(300))
+    __table_args__ = (Index("ix_arm_errors_domain_ts", "domain", "ts"),)
+
+
+class Decision(Base):
+    """One outcome of a champion/challenger test (state/challenge.py): promote, reject or inconclusive,
+    with the statistics and reasons it was taken on (JSON text) and who took it."""
+    __tablename__ = "decisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[float] = mapped_column(Float)
+    domain: Mapped[str] = mapped_column(String(64))
+    champion: Mapped[str] = mapped_column(String(200))
+    challenger: Mapped[str] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(100))
+    stats: Mapped[str] = mapped_column(Text)
+    reasons: Mapped[str] = mapped_column(Text)
+    __table_args__ = (Index("ix_decisions_domain_ts", "domain", "ts"),)
+
+
+class DomainEvent(Base):
+    """A step of a domain's model life that no other record keeps (a challenger set or withdrawn, an
+    automatic training started): the admin page's timeline reads it with jobs and decisions."""
+    __tablename__ = "domain_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[float] = mapped_column(Float)
+    domain: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    detail: Mapped[str] = mapped_column(Text)
+    __table_args__ = (Index("ix_domain_events_domain_ts", "domain", "ts"),)
+
+
 def passage_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -104,13 +104,23 @@ def _reactivate_previous(cfg: dict[str, Any]) -> str | None:
     return None
 
 
-def _check_split(ab_split: float) -> None:
+def _check_split(ab_split: float, name: str = "ab_split") -> None:
     if not 0.0 <= ab_split <= 1.0:
-        raise RegistryError("ab_split must be between 0 and 1")
+        raise RegistryError(f"{name} must be between 0 and 1")
+
+
+SHARES = ("ab_split", "base_share", "challenger_share")  # a domain's own traffic shares (serving/ab.py)
+
+
+def _drop_challenger(cfg: dict[str, Any], name: str) -> None:
+    """A failed, deleted or promoted version is no challenger any more."""
+    if cfg.get("challenger") == name:
+        cfg["challenger"] = cfg["challenger_since"] = None
 
 
 def _default_config() -> dict[str, Any]:
-    return {"active": None, "history": [], "ab_split": None, "versions": {}}
+    return {"active": None, "history": [], "ab_split": None, "versions": {}, "challenger": None,
+            "challenger_since": None, "base_share": None, "challenger_share": None}
 
 
 class Registry:
@@ -194,8 +204,8 @@ class Registry:
             except (NotFound, json.JSONDecodeError):
                 man = {}
             versions.append({"version": name, **info, "manifest": man})
-        return {"domain": domain, "active": cfg["active"], "ab_split": cfg["ab_split"],
-                "versions": versions}
+        return {"domain": domain, "active": cfg["active"], "versions": versions,
+                **{k: cfg[k] for k in (*SHARES, "challenger", "challenger_since")}}
 
     # ---- writes ----------------------------------------------------------------
     def stage(self, domain: str) -> Path:
@@ -325,6 +335,7 @@ class Registry:
                 cfg["history"].append(old)
             cfg["active"] = name
             cfg["versions"][name] = {"status": "active", "updated": time.time()}
+            _drop_challenger(cfg, name)  # a challenger promoted (by the referee or by hand) ends its test
             self._write_config(domain, cfg)
         return name
 
@@ -356,6 +367,7 @@ class Registry:
                 if not self._has_version(domain, name, cfg):
                     return False
                 cfg["versions"][name] = {"status": "failed", "error": error[:2000], "updated": time.time()}
+                _drop_challenger(cfg, name)
                 if cfg["active"] == name:
                     cfg["active"] = _reactivate_previous(cfg)
                 self._write_config(domain, cfg)
@@ -363,27 +375,68 @@ class Registry:
             return False
         return True
 
-    def create(self, domain: str, ab_split: float | None = None) -> dict[str, Any]:
+    def create(self, domain: str, ab_split: float | None = None, **shares: float | None) -> dict[str, Any]:
         """Register a new, empty domain (no versions yet); RegistryError if it exists."""
         with self._locked(domain, create=True):
             if self.exists(domain):
                 raise RegistryError(f"domain {domain!r} exists already")
             cfg = _default_config()
-            if ab_split is not None:
-                _check_split(ab_split)
-                cfg["ab_split"] = ab_split
+            self._set_shares(cfg, ab_split=ab_split, **shares)
             self._write_config(domain, cfg)
         return self.describe(domain)
 
-    def update_config(self, domain: str, ab_split: float | None = None) -> dict[str, Any]:
-        """Change an existing domain's config; NotFound for an unknown domain (create() makes one)."""
+    def update_config(self, domain: str, ab_split: float | None = None, **shares: float | None) -> dict[str, Any]:
+        """Change an existing domain's config; NotFound for an unknown domain (create() makes one).
+        shares: base_share, challenger_share (None leaves one as it is)."""
         with self._locked(domain):
             cfg = self.config(domain)
-            if ab_split is not None:
-                _check_split(ab_split)
-                cfg["ab_split"] = ab_split
+            self._set_shares(cfg, ab_split=ab_split, **shares)
             self._write_config(domain, cfg)
         return self.describe(domain)
+
+    @staticmethod
+    def _set_shares(cfg: dict[str, Any], **shares: float | None) -> None:
+        for name, value in shares.items():
+            if name not in SHARES:
+                raise RegistryError(f"unknown domain setting {name!r}")
+            if value is not None:
+                _check_split(value, name)
+                cfg[name] = value
+
+    def set_challenger(self, domain: str, version: str | int) -> str:
+        """Put a published version under test against the active one (serving/ab.py gives it its share).
+        Refused for the active version, a failed one, a domain without an active version, and while
+        another challenger is under test (end that test first)."""
+        name = version_name(parse_version(version))
+        self.manifest(domain, name)  # NotFound for unknown versions
+        with self._locked(domain):
+            cfg = self._read_config(domain)
+            status = cfg["versions"].get(name, {}).get("status")
+            if cfg["challenger"] == name:
+                return name
+            if cfg["challenger"]:
+                raise RegistryError(f"{domain}@{cfg['challenger']} is under test already: end that test first")
+            if not cfg["active"]:
+                raise RegistryError(f"{domain} has no active version to challenge: promote one first")
+            if status in ("active", "failed"):
+                raise RegistryError(f"{domain}@{name} is {status}: it cannot be the challenger")
+            cfg["challenger"], cfg["challenger_since"] = name, time.time()
+            cfg["versions"][name] = {"status": "challenger", "updated": time.time()}
+            self._write_config(domain, cfg)
+        return name
+
+    def end_challenge(self, domain: str, version: str | int) -> None:
+        """The test of `version` is over without a promotion (promote() ends it otherwise): it stops being
+        the challenger and is retired. RegistryError when it is not the domain's challenger (someone
+        else ended or changed the test)."""
+        name = version_name(parse_version(version))
+        with self._locked(domain):
+            cfg = self._read_config(domain)
+            if cfg["challenger"] != name:
+                raise RegistryError(f"{domain}@{name} is not the challenger (now: {cfg['challenger']})")
+            _drop_challenger(cfg, name)
+            cfg["versions"][name] = {**cfg["versions"].get(name, {}), "status": "retired", "updated": time.time()}
+            self._write_config(domain, cfg)
 
     def delete_version(self, domain: str, version: str | int) -> None:
         name = version_name(parse_version(version))
@@ -394,6 +447,7 @@ class Registry:
             if cfg["active"] == name:
                 raise RegistryError(f"{domain}@{name} is active: promote or roll back first")
             cfg["versions"].pop(name, None)
+            _drop_challenger(cfg, name)
             cfg["history"] = [v for v in cfg["history"] if v != name]
             self._write_config(domain, cfg)
             shutil.rmtree(self.version_dir(domain, name), ignore_errors=True)

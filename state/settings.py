@@ -134,6 +134,27 @@ class Settings(BaseSettings):
     spill_replay_s: float = Field(1.0, gt=0)
     spill_replay_max_s: float = Field(60.0, gt=0)
     ab_split: float = 0.5
+    # Champion vs challenger (serving/ab.py, state/sequential.py, state/challenge.py): while a domain has a
+    # challenger, ab_base_share of its users keep the base (the holdout measuring the lift; 0 = none) and
+    # ab_challenger_share of the rest see the challenger; a domain's own shares override both.
+    ab_base_share: float = Field(0.1, ge=0, le=1)
+    ab_challenger_share: float = Field(0.5, ge=0, le=1)
+    # The decision rule: always-valid confidence sequences (mSPRT, normal mixture of scale decision_tau)
+    # on CTR and first-click MRR at decision_alpha in all; no decision before decision_min_exposure
+    # impressions per arm; inconclusive after decision_max_impressions challenger impressions or
+    # decision_max_duration_s; guardrails: challenger p95 latency <= champion's x (1 + margin), error rate
+    # <= champion's + margin.
+    decision_alpha: float = Field(0.05, gt=0, lt=1)
+    decision_tau: float = Field(0.03, gt=0)
+    decision_min_exposure: int = Field(300, ge=2)
+    decision_max_impressions: int = Field(50_000, ge=1)
+    decision_max_duration_s: float = Field(14 * 86400, gt=0)
+    guardrail_latency_margin: float = Field(0.25, ge=0)
+    guardrail_error_margin: float = Field(0.01, ge=0)
+    # Serving evaluates running tests and the autopilot (serving/autopilot.py) every autopilot_interval_s
+    # (0: only on request); at most autopilot_max_jobs automatic training jobs run at once, cluster-wide.
+    autopilot_interval_s: float = Field(60.0, ge=0)
+    autopilot_max_jobs: int = Field(1, ge=1)
 
     @field_validator("home")
     @classmethod

@@ -14,7 +14,8 @@ from sqlalchemy import case, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from state.db import Click, Impression, Passage, Shown, create_tables, dialect_insert, make_engine, passage_hash
+from state.db import (ArmError, Click, Impression, Label, Passage, Shown, create_tables, dialect_insert, make_engine,
+                      passage_hash)
 
 
 class StoreError(Exception):
@@ -253,19 +254,54 @@ class Store:
                 return
             last = (imps[-1].ts, imps[-1].request_id)
 
-    def arm_rows(self, domain: str, since: float | None = None) -> list[tuple[str, str, float, int | None]]:
-        """(variant, model, latency_ms, rank of the first clicked passage or None) per impression:
-        everything the A/B report needs, in one query."""
+    @staticmethod
+    def _first_clicks(domain: str, since: float | None, *columns):
+        """`columns` and the rank of the first clicked passage (None without a click) per impression."""
         first = (select(Shown.request_id, func.min(Shown.position).label("pos"))
                  .join(Click, (Click.request_id == Shown.request_id) & (Click.index == Shown.index))
                  .group_by(Shown.request_id).subquery())
-        q = (select(Impression.variant, Impression.model, Impression.latency_ms, first.c.pos)
-             .outerjoin(first, first.c.request_id == Impression.request_id)
+        q = (select(*columns, first.c.pos).outerjoin(first, first.c.request_id == Impression.request_id)
              .where(Impression.domain == domain))
-        if since is not None:
-            q = q.where(Impression.ts >= since)
+        return q if since is None else q.where(Impression.ts >= since)
+
+    def arm_rows(self, domain: str, since: float | None = None) -> list[tuple[str, str, float, int | None]]:
+        """(variant, model, latency_ms, rank of the first clicked passage or None) per impression:
+        everything the A/B report needs, in one query."""
+        q = self._first_clicks(domain, since, Impression.variant, Impression.model, Impression.latency_ms)
         with Session(self.engine) as db:
             return [tuple(r) for r in db.execute(q).all()]
+
+    def model_rows(self, domain: str, since: float, models: Sequence[str]
+                   ) -> list[tuple[float, str, float, int | None]]:
+        """(ts, model, latency_ms, first-click rank or None) per impression of `models` since `since`,
+        oldest first: the stream the decision rule reads (state/challenge.py)."""
+        q = self._first_clicks(domain, since, Impression.ts, Impression.model, Impression.latency_ms)
+        q = q.where(Impression.model.in_(list(models))).order_by(Impression.ts, Impression.request_id)
+        with Session(self.engine) as db:
+            return [tuple(r) for r in db.execute(q).all()]
+
+    def add_arm_error(self, domain: str, variant: str, model: str, reason: str, ts: float | None = None) -> None:
+        with Session(self.engine) as db, db.begin():
+            db.add(ArmError(ts=time.time() if ts is None else ts, domain=domain, variant=variant, model=model,
+                            reason=_text(reason)[:300]))
+
+    def arm_errors(self, domain: str, since: float) -> dict[str, int]:
+        """Model errors per model id of a domain since `since`."""
+        q = (select(ArmError.model, func.count()).where(ArmError.domain == domain, ArmError.ts >= since)
+             .group_by(ArmError.model))
+        with Session(self.engine) as db:
+            return {m: int(n) for m, n in db.execute(q).all()}
+
+    def signals_since(self, domain: str, since: float) -> dict[str, int]:
+        """New training signal of a domain since `since`: distinct queries with a clicked impression,
+        and expert grades (the autopilot's triggers)."""
+        clicked = (select(func.count(func.distinct(Impression.query)))
+                   .where(Impression.domain == domain, Impression.ts >= since,
+                          Impression.request_id.in_(select(Click.request_id))))
+        labels = select(func.count()).select_from(Label).where(Label.domain == domain, Label.ts >= since)
+        with Session(self.engine) as db:
+            return {"clicked_queries": int(db.execute(clicked).scalar_one()),
+                    "expert_labels": int(db.execute(labels).scalar_one())}
 
     def traffic(self, now: float | None = None) -> dict[str, dict[str, int]]:
         """Impressions per domain: {domain: {last_hour, last_day, total}}, in one query."""

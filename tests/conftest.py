@@ -69,6 +69,7 @@ def settings(tmp_path_factory):
         "RERANKER_MAX_REQUEST_TOKENS": "50000",  # low enough for a 413 within the body limit
         # train requests may name the shared datasets (and the session's uploads) as server paths
         "RERANKER_DATA_ROOTS": json.dumps([str(SCIFACT.parent), str(home / "uploads")]),
+        "RERANKER_AUTOPILOT_INTERVAL_S": "0",  # rounds on request only (POST /v1/autopilot/run): no surprises
     })
     from state.settings import Settings
 

@@ -233,3 +233,50 @@ def test_grade_with_the_keyboard_then_train_on_the_labels(page, service, setting
     expect(page.locator("#labels-summary")).to_contain_text(f"5 grades of 5 (query, passage) pairs over 1 queries by {NAME}")
     page.wait_for_timeout(500)  # the charts draw without animation, after the data arrived
     shot(page, "domain-trained")
+
+
+def test_challenger_timeline_and_autopilot_switch(page, service, base_version, tmp_path):
+    """Challenge a version from the versions table, read the running test, switch the autopilot on and
+    the kill switch on and off, end the test: the timeline shows who did what."""
+    from playwright.sync_api import expect
+
+    tar = make_tarball(base_version, tmp_path / "version.tar.gz").read_bytes()
+    with service.client() as c:
+        for _ in range(2):
+            assert c.post("/v1/domains/ui-champ/versions", content=tar,
+                          headers={**service.admin, "content-type": "application/gzip"}).status_code == 201
+        assert c.post("/v1/domains/ui-champ/promote", json={"version": "v1"}, headers=service.admin).status_code == 200
+    login(page, service)
+    page.goto("/admin#/d/ui-champ")
+    expect(page.locator("#test-none")).to_be_visible()
+    page.click("#versions button[data-action=challenge][data-version=v2]")
+    expect(page.locator("#domain-status")).to_have_text("ui-champ@v2 is the challenger")
+    assert service.registry.config("ui-champ")["challenger"] == "v2"
+    expect(page.locator("#versions tr[data-version=v2]")).to_contain_text("challenger")
+    expect(page.locator("#test-box .verdict")).to_contain_text("Rule says: continue")
+    expect(page.locator("#test-arms tbody tr")).to_have_count(2)
+    expect(page.locator("#timeline tr[data-kind=challenged]")).to_contain_text(NAME)
+
+    page.check("#autopilot-enabled")
+    page.fill("#autopilot-clicks", "25")
+    page.click("#autopilot-form button[type=submit]")
+    expect(page.locator("#domain-status")).to_have_text("autopilot on for ui-champ")
+    with service.client() as c:
+        pilot = c.get("/v1/domains/ui-champ/autopilot").json()
+    assert (pilot["enabled"], pilot["min_clicked_queries"]) == (True, 25)
+    page.click("#kill-switch")
+    expect(page.locator("#autopilot-state")).to_contain_text("The kill switch is on")
+    shot(page, "challenger")
+    page.click("#kill-switch")
+    expect(page.locator("#autopilot-state")).not_to_contain_text("kill switch")
+    with service.client() as c:
+        assert c.get("/v1/autopilot").json()["killed"] is False
+    page.click("#end-test")
+    expect(page.locator("#domain-status")).to_have_text("test ended")
+    first = page.locator("#timeline tbody tr").first
+    expect(first).to_have_attribute("data-kind", "withdrawn")
+    expect(first).to_have_attribute("data-actor", NAME)
+    page.uncheck("#autopilot-enabled")
+    page.click("#autopilot-form button[type=submit]")
+    expect(page.locator("#domain-status")).to_have_text("autopilot off for ui-champ")
+    shot(page, "timeline")

@@ -173,7 +173,9 @@ def test_metrics_labels_are_bounded_and_valid(client):
 def test_domains_exist_only_once_created(client, app_settings):
     assert client.put("/v1/domains/fresh", json={"ab_split": 0.2}, headers=AUTH).status_code == 404
     r = client.post("/v1/domains", json={"domain": "fresh", "ab_split": 0.2}, headers=AUTH)
-    assert r.status_code == 201 and r.json() == {"domain": "fresh", "active": None, "ab_split": 0.2, "versions": []}
+    assert r.status_code == 201 and r.json() == {"domain": "fresh", "active": None, "ab_split": 0.2, "versions": [],
+                                                 "challenger": None, "challenger_since": None, "base_share": None,
+                                                 "challenger_share": None}
     assert client.post("/v1/domains", json={"domain": "fresh"}, headers=AUTH).status_code == 409
     assert client.post("/v1/domains", json={"domain": "fresh"}).status_code == 401
     assert client.post("/v1/domains", json={"domain": "Bad!"}, headers=AUTH).status_code == 422

@@ -47,7 +47,7 @@ async def get_domain(domain: DomainPath, request: Request) -> DomainInfo:
              responses=errors(401, 403, 409, 422))
 async def create_domain(body: DomainCreate, request: Request) -> DomainInfo:
     """A new domain with no versions yet (it answers with the base until one is published)."""
-    out = _registry(request).create(body.domain, ab_split=body.ab_split)
+    out = _registry(request).create(body.domain, **body.model_dump(exclude={"domain"}))
     _changed(request, body.domain)
     return DomainInfo(**out)
 
@@ -55,7 +55,7 @@ async def create_domain(body: DomainCreate, request: Request) -> DomainInfo:
 @router.put("/{domain}", response_model=DomainInfo, dependencies=ADMIN, responses=errors(401, 403, 404, 409, 422))
 async def update_domain(domain: DomainPath, body: DomainConfigUpdate, request: Request) -> DomainInfo:
     """Change an existing domain's config (404 for an unknown one: POST /v1/domains creates it)."""
-    out = _registry(request).update_config(domain, ab_split=body.ab_split)
+    out = _registry(request).update_config(domain, **body.model_dump())
     _changed(request, domain)
     return DomainInfo(**out)
 

@@ -4,6 +4,7 @@ import { api, ApiError, session } from "../api.js";
 import { badge, confirmDialog, errorBox, fmt, h, replace, toast } from "../dom.js";
 import { intervalChart, timelineChart } from "../charts.js";
 import { versionsTable } from "./versions.js";
+import { challengeAction, challengeSection } from "./challenge.js";
 
 const REFRESH_MS = 10000;
 
@@ -38,7 +39,7 @@ function armsTable(r) {
   return h("table", { class: "grid compact", id: "ab-arms" },
     h("thead", {}, h("tr", {}, ["arm", "impressions", "clicked", "CTR", "CTR 95%", "MRR", "MRR 95%",
       "latency mean ms", "p95 ms"].map((t, i) => h("th", { class: i ? "num" : "" }, t)))),
-    h("tbody", {}, ["base", "domain"].map((arm) => {
+    h("tbody", {}, Object.keys(r.arms).map((arm) => {
       const a = r.arms[arm];
       return h("tr", {}, h("td", {}, arm), h("td", { class: "num" }, fmt.int(a.impressions)),
         h("td", { class: "num" }, fmt.int(a.clicks)), cell(a, "ctr"), h("td", { class: "num" }, ci(a.ctr_ci95)),
@@ -74,6 +75,7 @@ export async function domainView(domain) {
   const armsBox = h("div");
   const rollback = h("button", { id: "rollback", class: "danger", hidden: true }, "Roll back");
   let info = null;
+  const challenge = challengeSection(domain, { admin, act: (label, fn) => act(label, fn) });
 
   async function act(label, fn) {
     replace(status, "");
@@ -127,7 +129,8 @@ export async function domainView(domain) {
       api("/v1/jobs", { params: { domain } }), api(`/v1/domains/${domain}/labels/summary`)]);
     if (d.status === "fulfilled") {
       info = d.value;
-      replace(versionsBox, versionsTable(info, { admin, onPromote, onDelete }));
+      replace(versionsBox, versionsTable(info, { admin, onPromote, onDelete,
+        onChallenge: (v) => challengeAction(domain, v, act) }));
       rollback.hidden = !(admin && info.active);
       if (first) splitInput.value = Math.round(100 * (info.ab_split ?? 0.5));
     } else if (d.reason instanceof ApiError && d.reason.status === 404) {
@@ -147,6 +150,7 @@ export async function domainView(domain) {
       replace(verdict, errorBox(`Could not load the A/B report: ${ab.reason.message}`));
     }
     if (tl.status === "fulfilled") timelineChart(tlCanvas, tl.value);
+    await challenge.refresh(first);
     replace(jobsBox, jobs.status === "fulfilled" ? jobsTable(jobs.value.jobs) : errorBox(jobs.reason.message));
     if (labels.status === "fulfilled") {
       const s = labels.value;
@@ -175,6 +179,7 @@ export async function domainView(domain) {
       rollback),
     status,
     h("h2", {}, "Versions"), versionsBox,
+    h("h2", {}, "Champion vs challenger"), challenge.node,
     h("h2", {}, "A/B test"), splitForm, verdict,
     h("div", { class: "charts" },
       h("figure", {}, h("div", { class: "chart" }, ciCanvas), h("figcaption", {}, "CTR and MRR (first click) per arm, " +

@@ -33,7 +33,7 @@ function metric(m, key) {
   return m && m.candidate && m.candidate[key] !== undefined ? fmt.num(m.candidate[key]) : "–";
 }
 
-export function versionsTable(info, { admin, onPromote, onDelete }) {
+export function versionsTable(info, { admin, onPromote, onDelete, onChallenge }) {
   const rows = [...info.versions].reverse().map((v) => {
     const man = v.manifest || {};
     const ev = man.evaluation;
@@ -41,6 +41,10 @@ export function versionsTable(info, { admin, onPromote, onDelete }) {
     if (admin && v.status !== "active" && v.status !== "failed") {
       actions.push(h("button", { class: "small", dataset: { action: "promote", version: v.version },
         onclick: () => onPromote(v.version) }, "Promote"));
+    }
+    if (admin && onChallenge && info.active && !info.challenger && ["candidate", "retired"].includes(v.status)) {
+      actions.push(h("button", { class: "small", dataset: { action: "challenge", version: v.version },
+        onclick: () => onChallenge(v.version) }, "Challenge"));
     }
     if (admin && v.status !== "active") {
       actions.push(h("button", { class: "small danger", dataset: { action: "delete", version: v.version },
