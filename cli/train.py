@@ -135,7 +135,7 @@ def evaluate(domain: Optional[str] = typer.Option(None, help="domain id: its act
 
     settings = Settings()
     registry = Registry(settings.registry_root)
-    active = registry.active_version(validate_domain(domain)) if domain else None
+    active = registry.active_version(validate_domain(domain)) if domain else None  # None: no domain model
     if domain and not active:
         typer.echo(f"domain {domain!r} has no active model: evaluating BM25 and the base", err=True)
     data = load_beir(beir, split)
@@ -143,7 +143,7 @@ def evaluate(domain: Optional[str] = typer.Option(None, help="domain id: its act
     queries = {q: data.queries[q] for q in qids}
     qrels = {q: data.qrels[q] for q in qids}
     bars = _Bars(not as_json)
-    manifest = registry.manifest(domain, active) if domain and active else {}
+    manifest = registry.manifest(domain, active) if active else {}
     language = (manifest.get("lexical") or {}).get("language") or domain_language(data.corpus, list(queries.values()))
 
     def progress(name: str, done: int, total: int) -> None:
@@ -157,7 +157,7 @@ def evaluate(domain: Optional[str] = typer.Option(None, help="domain id: its act
         bars.stage("base model")  # built into the home on first use
         served = served_options(settings, threads=max(1, min(2, os.cpu_count() or 1)))  # scored as the pool scores
         systems = {"bm25": None, **served_base(settings, served)}
-        if domain and active:
+        if active:
             version_dir = str(registry.version_dir(domain, active))
             systems |= {"domain_neural": version_scorer(version_dir, **served, hybrid=False),
                         "domain": version_scorer(version_dir, **served)}
@@ -165,11 +165,11 @@ def evaluate(domain: Optional[str] = typer.Option(None, help="domain id: its act
                 systems["lexical"] = version_scorer(version_dir, **served, lexical_only=True)
         res = evaluate_systems(systems, queries, qrels, cands, data.corpus, k, progress=progress)
     bars.close()
-    if domain and active:
+    if active:
         res["domain"] = {"model": model_id(domain, active), **res["domain"]}
     res["base"] = {"model": settings.base_model, **res["base"]}
     out = {"dataset": data.name, "split": split, "queries": len(queries), "k": k, "engine": settings.engine,
-           "language": language, "domain_model": model_id(domain, active) if domain and active else None,
+           "language": language, "domain_model": model_id(domain, active) if active else None,
            "fusion": manifest.get("fusion"),
            "base_lexical": {**settings.base_lexical(), "languages": settings.base_languages}, "systems": res}
     if as_json:

@@ -41,7 +41,7 @@ def export_summary(manifest: dict[str, Any]) -> dict[str, Any]:
             "size_bytes": manifest.get("size_bytes"),
             "ladder": [{"rung": e["rung"], "serves": e["serves"], "ms_per_pair_256": round(e["ms_per_pair_256"], 2),
                         "size_bytes": e["size_bytes"], "passed": e["passed"], "failure": e.get("failure"),
-                        **{f"spearman_{eng}": round(e[eng]["spearman"], 5) for eng in ("onnxruntime", "openvino")
+                        **{f"spearman_{eng}": e[eng].get("spearman") for eng in ("onnxruntime", "openvino")
                            if eng in e}} for e in manifest.get("ladder", [])]}
 
 
