@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(man, indent=2))
         else:
             typer.echo(f"published {man['model_id']}" + (" (active)" if activate else " (candidate)")
-                       + f"  parity spearman={man.get('parity', {}).get('spearman', float('nan')):.4f}"
+                       + f"  format={man.get('precision', 'int8')}  parity spearman={man.get('parity', {}).get('spearman', float('nan')):.4f}"
                        + f"  ms/pair@256={man.get('ms_per_pair_256', float('nan')):.1f}")
 
     @app.command()

@@ -58,6 +58,16 @@ def _print_table(systems: dict[str, dict[str, Any]]) -> None:
     Console(stderr=False).print(table)
 
 
+def _describe_export(export: dict[str, Any]) -> str:
+    """Which rung of the export ladder won, what it costs, and why the rungs before it did not."""
+    served = f"; OpenVINO: {export['openvino']}" if export.get("openvino") else ""
+    lines = [f"model format: {export['precision']} ({export['quantization']}{served}), "
+             f"{export['ms_per_pair_256']:.1f} ms/pair at 256 tokens, {export['size_bytes'] / 1e6:.1f} MB"]
+    lines += [f"  rung {e['rung']}: {e['ms_per_pair_256']} ms/pair ({e['serves']}), {e['size_bytes'] / 1e6:.1f} MB, "
+              + ("kept" if e["passed"] else e["failure"]) for e in export["ladder"]]
+    return "\n".join(lines)
+
+
 def _json_stdout(as_json: bool) -> contextlib.AbstractContextManager:
     """--json promises one JSON object on stdout, but libraries print there: the HF trainer its loss
     logs (tqdm.write), NNCF its progress bars (exporting the OpenVINO model). Send them to stderr."""
@@ -99,17 +109,20 @@ def train(domain: str = typer.Option(..., help="domain id"),
         typer.echo(json.dumps({"published": True, **out}))
         return
     typer.echo(f"published {out['model_id']}{' (active)' if activate else ''} in {out['seconds']} s")
+    typer.echo(_describe_export(out["export"]))
     _print_table({k: v for k, v in out["metrics"].items() if k in ("bm25", "base", "candidate")})
 
 
-def evaluate(domain: str = typer.Option(..., help="domain id (its active model is evaluated)"),
+def evaluate(domain: Optional[str] = typer.Option(None, help="domain id: its active model is evaluated too "
+                                                            "(without one: BM25 and the base)"),
              beir: Path = typer.Option(..., exists=True, file_okay=False, help="BEIR directory"),
              split: str = typer.Option("test", help="qrels split to evaluate on"),
              k: int = typer.Option(DEFAULT_K, help="rerank the first stage's top k"),
              max_queries: Optional[int] = typer.Option(None, help="seeded subset of queries"),
              as_json: bool = typer.Option(False, "--json", help="print one JSON object")) -> None:
-    """Rerank the language-aware BM25 top-k with the base and the domain's active model, scored as
-    served, and each of their parts alone; print NDCG/MRR/MAP/Recall/context precision."""
+    """Rerank the language-aware BM25 top-k with the base and, when the domain has an active model, that
+    model, scored as served, and each of their parts alone; print NDCG/MRR/MAP/Recall/context precision.
+    Before training, this says how good the base is on the domain's data."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from scoring.lexical import Analyzer
     from state.ids import model_id, validate_domain
@@ -120,20 +133,17 @@ def evaluate(domain: str = typer.Option(..., help="domain id (its active model i
     from training.sources.beir import load_beir
     from training.splits import subset
 
-    validate_domain(domain)
     settings = Settings()
     registry = Registry(settings.registry_root)
-    active = registry.active_version(domain)
-    if not active:
-        typer.echo(f"domain {domain!r} has no active model: train with --activate or promote a version", err=True)
-        raise typer.Exit(2)
+    active = registry.active_version(validate_domain(domain)) if domain else None  # None: no domain model
+    if domain and not active:
+        typer.echo(f"domain {domain!r} has no active model: evaluating BM25 and the base", err=True)
     data = load_beir(beir, split)
     qids = subset(sorted(data.queries), max_queries)
     queries = {q: data.queries[q] for q in qids}
     qrels = {q: data.qrels[q] for q in qids}
     bars = _Bars(not as_json)
-    version_dir = str(registry.version_dir(domain, active))
-    manifest = registry.manifest(domain, active)
+    manifest = registry.manifest(domain, active) if active else {}
     language = (manifest.get("lexical") or {}).get("language") or domain_language(data.corpus, list(queries.values()))
 
     def progress(name: str, done: int, total: int) -> None:
@@ -144,18 +154,23 @@ def evaluate(domain: str = typer.Option(..., help="domain id (its active model i
     with _json_stdout(as_json):
         bars.stage("bm25")
         cands = BM25Index(data.corpus, Analyzer(language)).search(queries, k)
+        bars.stage("base model")  # built into the home on first use
         served = served_options(settings, threads=max(1, min(2, os.cpu_count() or 1)))  # scored as the pool scores
-        systems = {"bm25": None, **served_base(settings, served),
-                   "domain_neural": version_scorer(version_dir, **served, hybrid=False),
-                   "domain": version_scorer(version_dir, **served)}
-        if manifest.get("lexical"):
-            systems["lexical"] = version_scorer(version_dir, **served, lexical_only=True)
+        systems = {"bm25": None, **served_base(settings, served)}
+        if active:
+            version_dir = str(registry.version_dir(domain, active))
+            systems |= {"domain_neural": version_scorer(version_dir, **served, hybrid=False),
+                        "domain": version_scorer(version_dir, **served)}
+            if manifest.get("lexical"):
+                systems["lexical"] = version_scorer(version_dir, **served, lexical_only=True)
         res = evaluate_systems(systems, queries, qrels, cands, data.corpus, k, progress=progress)
     bars.close()
-    res["domain"] = {"model": model_id(domain, active), **res["domain"]}
+    if active:
+        res["domain"] = {"model": model_id(domain, active), **res["domain"]}
     res["base"] = {"model": settings.base_model, **res["base"]}
     out = {"dataset": data.name, "split": split, "queries": len(queries), "k": k, "engine": settings.engine,
-           "language": language, "fusion": manifest.get("fusion"),
+           "language": language, "domain_model": model_id(domain, active) if active else None,
+           "fusion": manifest.get("fusion"),
            "base_lexical": {**settings.base_lexical(), "languages": settings.base_languages}, "systems": res}
     if as_json:
         typer.echo(json.dumps(out))

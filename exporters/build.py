@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from exporters import checks, onnx_export, openvino_export, quantize
 from exporters.source import ModelSource, load, resolve
-from scoring.files import CONFIG, FUSION, LEXICAL_STATS, MANIFEST, MODEL_ONNX
+from scoring.files import CONFIG, FUSION, LEXICAL_STATS, MANIFEST, MODEL_ONNX, OPENVINO_PRECISION
 from scoring.fusion import Fusion
 from scoring.lexical import LexicalStats
 from scoring.scorer import VersionScorer
@@ -27,15 +27,17 @@ def no_progress(stage: str, done: int, total: int) -> None:
 
 def build_version(source: str | ModelSource, out_dir: Path, *, max_length: int = 256, threads: int = 1,
                   pairs: list[checks.Pair] | None = None, rule: checks.ParityRule = checks.ParityRule(),
-                  extra: dict[str, Any] | None = None, openvino: bool = False,
-                  lexical: LexicalStats | None = None, fusion: Fusion | None = None,
+                  limits: checks.Limits = checks.Limits(), extra: dict[str, Any] | None = None,
+                  openvino: bool = False, lexical: LexicalStats | None = None, fusion: Fusion | None = None,
                   progress: Progress = no_progress) -> dict[str, Any]:
-    """Write model.onnx (int8), tokenizer files, config.json and manifest.json into out_dir; with
-    `openvino`, also openvino_model.xml/.bin (static int8) when it passes the same parity check; with
-    `lexical` and `fusion`, a hybrid model: lexical.json.gz and fusion.json, and the parity and latency
-    checks measure the whole model (neural + lexical + fusion).
+    """Write model.onnx, tokenizer files, config.json and manifest.json into out_dir. model.onnx is the
+    first rung of the export ladder (quantize.LADDER: int8 recipes, then fp16, then fp32) that keeps
+    parity within `limits`; the manifest records every rung tried. With `openvino`, also
+    openvino_model.xml/.bin when it passes the same parity check: static int8 beside an int8 rung, the IR
+    at the rung's format beside a wider one. With `lexical` and `fusion`, a hybrid model: lexical.json.gz
+    and fusion.json, and the parity and latency checks measure the whole model (neural + lexical + fusion).
 
-    Raises ExportError if parity fails. Returns the manifest (without version: the registry adds it).
+    Raises ExportError if no rung keeps parity. Returns the manifest (without version: the registry adds it).
     """
     src = resolve(source) if isinstance(source, str) else source
     out_dir = Path(out_dir)
@@ -57,16 +59,14 @@ def build_version(source: str | ModelSource, out_dir: Path, *, max_length: int =
         fp32 = Path(tmp) / "fp32.onnx"
         step("export")
         onnx_export.export_onnx(model, src.kind, fp32)
-        scorer, par = _quantize_ladder(model, src.kind, fp32, out_dir, manifest, pairs, rule, threads, step)
-        manifest["parity"] = par
-        served = scorer
-        if openvino:
+        ladder = _Ladder(model, src.kind, fp32, out_dir, manifest, pairs, rule, threads, openvino, step)
+        scorer, served = ladder.climb(limits)
+        if openvino and manifest["precision"] == "int8":
             step("openvino")
-            manifest["openvino"] = _build_openvino(model, src.kind, fp32, out_dir, scorer, pairs, rule)
+            manifest["openvino"] = _build_openvino(ladder, scorer)
             if manifest["openvino"]["passed"]:
                 served = VersionScorer(out_dir, threads=threads, max_length=max_length, engine="openvino")
     step("latency")
-    manifest["ms_per_pair_256"] = checks.ms_per_pair(scorer, tokens=256)
     if scorer.hybrid:
         manifest["lexical_overhead"] = checks.lexical_overhead(served, out_dir)
     manifest["latency_threads"] = threads
@@ -93,43 +93,142 @@ def _describe(model: Any, src: ModelSource, max_length: int, out_dir: Path) -> d
             "pad_token_id": int(tokenizer.pad_token_id or 0)}
 
 
-def _quantize_ladder(model: Any, kind: str, fp32: Path, out_dir: Path, manifest: dict[str, Any],
-                     pairs: list[checks.Pair], rule: checks.ParityRule, threads: int,
-                     step: Callable[[str], None]) -> tuple[VersionScorer, dict[str, Any]]:
-    """Fuse, then dynamic int8 with each recipe in turn until one passes parity; ExportError if none."""
-    fused = fp32.with_name("fused.onnx")
-    step("fuse")
-    graph = fused if quantize.fuse(fp32, fused) else fp32
-    failures = []
-    for recipe in quantize.RECIPES:
-        step("quantize")
-        quantize.quantize_int8(graph, out_dir / MODEL_ONNX, recipe)
-        manifest.update({"quantization": f"dynamic int8 per-channel ({recipe})", "fused": graph == fused})
-        (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))  # the scorer reads kind etc.
-        scorer = VersionScorer(out_dir, threads=threads, max_length=manifest["max_length"])
-        step("parity")
-        par = rule.check(checks.parity(model, kind, scorer, pairs)) | {"recipe": recipe}
+class _Ladder:
+    """The export ladder: each rung of quantize.LADDER written into the version dir and checked on the
+    engine that would serve it: parity against the torch model (one reference for every rung), ms/pair
+    at 256 tokens and the version's size.
+
+    An int8 rung is measured with onnxruntime (its OpenVINO static int8 is built once a rung has won);
+    a wider rung, with `openvino`, ships the IR at its format too, and OpenVINO's figures are the rung's
+    when that IR keeps parity (OpenVINO serves it by default: measured here, the fp16/fp32 IR ran about
+    2-3x faster than the same format in onnxruntime: README, Performance)."""
+
+    def __init__(self, model: Any, kind: str, fp32: Path, out_dir: Path, manifest: dict[str, Any],
+                 pairs: list[checks.Pair], rule: checks.ParityRule, threads: int, openvino: bool,
+                 step: Callable[[str], None]):
+        self.model, self.kind, self.fp32, self.out_dir, self.manifest = model, kind, fp32, out_dir, manifest
+        self.pairs, self.rule, self.threads, self.openvino, self.step = pairs, rule, threads, openvino, step
+        self.reference = checks.torch_scores(model, kind, pairs)
+        fused = fp32.with_name("fused.onnx")
+        step("fuse")
+        self.graph = fused if quantize.fuse(fp32, fused) else fp32
+        manifest["fused"] = self.graph == fused
+
+    def climb(self, limits: checks.Limits) -> tuple[VersionScorer, VersionScorer]:
+        """(onnxruntime scorer, serving scorer) of the first rung that keeps parity within `limits`; if
+        none is within them, the fastest rung that kept parity (the training job's gates then name what
+        it exceeds). Sets the manifest's precision, quantization, parity, ms_per_pair_256 and ladder (every
+        rung tried). ExportError if no rung keeps parity."""
+        tried = self.manifest["ladder"] = []
+        for rung in quantize.LADDER:
+            entry, scorers = self._check(rung, limits)
+            tried.append(entry)
+            if entry["passed"]:
+                return self._won(entry, scorers)
+        kept = [e for e in tried if e["onnxruntime"]["passed"]]
+        if not kept:
+            raise ExportError("parity check failed at every rung of the export ladder: "
+                              + "; ".join(f"{e['rung']}: {e['failure']}" for e in tried))
+        best = min(kept, key=lambda e: e["ms_per_pair_256"])
+        if best is not tried[-1]:
+            self._write(best["rung"])
+            if best["serves"] == "openvino":
+                self._write_ir(best["rung"])
+        return self._won(best, self._scorers(best["serves"]))
+
+    def _won(self, entry: dict[str, Any], scorers: tuple[VersionScorer, VersionScorer]
+             ) -> tuple[VersionScorer, VersionScorer]:
+        self.manifest.update(precision=entry["precision"], quantization=entry["quantization"],
+                             ms_per_pair_256=entry["ms_per_pair_256"],
+                             parity=entry["onnxruntime"] | {"recipe": entry["rung"]})
+        if "openvino" in entry:  # the IR of a wider rung (beside an int8 one, build_version adds static int8)
+            self.manifest["openvino"] = entry["openvino"]
+        return scorers
+
+    def _save_manifest(self) -> None:
+        (self.out_dir / MANIFEST).write_text(json.dumps(self.manifest, indent=2))  # the scorer reads kind etc.
+
+    def _write(self, rung: str) -> None:
+        """model.onnx at `rung`, and no OpenVINO model (a wider rung's IR is added by _write_ir)."""
+        quantize.write_rung(self.graph, self.out_dir / MODEL_ONNX, rung)
+        openvino_export.remove(self.out_dir)
+        self.manifest.pop(OPENVINO_PRECISION, None)
+        self.manifest.update(precision=quantize.precision(rung), quantization=quantize.describe(rung))
+        self._save_manifest()
+
+    def _write_ir(self, rung: str) -> None:
+        # OpenVINO's CPU plugin computes in bf16 by default where the CPU has it: the fp16 rung's IR is
+        # checked (and served) at that default, the fp32 rung's is pinned to f32 whatever CPU serves it
+        if rung == "fp32":
+            self.manifest[OPENVINO_PRECISION] = "f32"
+            self._save_manifest()
+        openvino_export.convert(self.fp32, self.out_dir, fp16_weights=rung == "fp16")
+
+    def _scorers(self, serves: str) -> tuple[VersionScorer, VersionScorer]:
+        rt = VersionScorer(self.out_dir, threads=self.threads, max_length=self.manifest["max_length"])
+        return rt, (rt if serves == "onnxruntime" else
+                    VersionScorer(self.out_dir, threads=self.threads, max_length=rt.max_length, engine="openvino"))
+
+    def _measure(self, scorer: VersionScorer) -> dict[str, Any]:
+        self.step("parity")
+        par = self.rule.check(checks.parity(self.model, self.kind, scorer, self.pairs, self.reference))
+        self.step("latency")
+        return par | {"ms_per_pair_256": checks.ms_per_pair(scorer, tokens=256)}
+
+    def _check(self, rung: str, limits: checks.Limits) -> tuple[dict[str, Any], tuple[VersionScorer, VersionScorer]]:
+        self.step("quantize")
+        self._write(rung)
+        rt, _ = self._scorers("onnxruntime")
+        entry: dict[str, Any] = {"rung": rung, "precision": self.manifest["precision"],
+                                 "quantization": self.manifest["quantization"], "onnxruntime": self._measure(rt)}
+        served = rt
+        if self.openvino and entry["precision"] != "int8":
+            entry["openvino"], served = self._check_ir(rung, rt)
+        entry["serves"] = served.engine
+        entry["ms_per_pair_256"] = entry[served.engine]["ms_per_pair_256"]
+        entry["size_bytes"] = checks.dir_size(self.out_dir)
+        failure = (entry["onnxruntime"].get("failure") if not entry["onnxruntime"]["passed"]
+                   else limits.exceeded(entry["ms_per_pair_256"], entry["size_bytes"]))
+        entry["passed"] = failure is None
+        if failure:
+            entry["failure"] = failure
+        return entry, (rt, served)
+
+    def _check_ir(self, rung: str, rt: VersionScorer) -> tuple[dict[str, Any], VersionScorer]:
+        """A wider rung's OpenVINO IR: written, checked and measured; deleted (onnxruntime serves the rung)
+        when it fails parity. Returns (its figures, the scorer that serves the rung)."""
+        try:
+            self._write_ir(rung)
+            ov = VersionScorer(self.out_dir, threads=self.threads, max_length=rt.max_length, engine="openvino")
+            par = self._measure(ov) | {"inference_precision": ov.inference_precision}
+        except Exception as e:  # an optional engine: its failure must not fail the export
+            par = {"passed": False, "failure": f"{type(e).__name__}: {e}"}
+        par["quantization"] = openvino_export.describe(rung == "fp16")
         if par["passed"]:
-            return scorer, par
-        failures.append(f"{recipe}: {par['failure']}")
-    raise ExportError("parity check failed for every quantization recipe: " + "; ".join(failures))
+            return par, ov
+        openvino_export.remove(self.out_dir)
+        self.manifest.pop(OPENVINO_PRECISION, None)
+        self._save_manifest()
+        return par, rt
 
 
-def _build_openvino(model: Any, kind: str, fp32: Path, out_dir: Path, scorer: VersionScorer,
-                    pairs: list[checks.Pair], rule: checks.ParityRule) -> dict[str, Any]:
-    """Static int8 for OpenVINO, calibrated on the parity pairs as the scorer feeds them. A build that
-    fails parity is deleted (onnxruntime keeps serving the version) and the manifest says why."""
+def _build_openvino(ladder: _Ladder, scorer: VersionScorer) -> dict[str, Any]:
+    """Static int8 for OpenVINO beside an int8 rung, calibrated on the parity pairs as the scorer feeds
+    them. A build that fails parity is deleted (onnxruntime keeps serving the version) and the manifest
+    says why."""
+    pairs, out_dir = ladder.pairs, ladder.out_dir
     calibration = [feed for q, idx in checks.by_query(pairs).items()
                    for feed in scorer.feeds(q, [pairs[i].passage for i in idx])]
     try:
-        openvino_export.quantize_static(fp32, out_dir, calibration)
+        openvino_export.quantize_static(ladder.fp32, out_dir, calibration)
         ov_scorer = VersionScorer(out_dir, threads=scorer.threads, max_length=scorer.max_length, engine="openvino")
-        par = rule.check(checks.parity(model, kind, ov_scorer, pairs))
+        par = ladder.rule.check(checks.parity(ladder.model, ladder.kind, ov_scorer, pairs, ladder.reference))
     except Exception as e:  # an optional engine: its failure must not fail the export
         par = {"passed": False, "failure": f"{type(e).__name__}: {e}"}
     par["quantization"] = "static int8 (NNCF, transformer preset)"
     if par["passed"]:
         par["ms_per_pair_256"] = checks.ms_per_pair(ov_scorer, tokens=256)
+        par["inference_precision"] = ov_scorer.inference_precision
     else:
         openvino_export.remove(out_dir)
     return par

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -16,12 +17,12 @@ from scoring.fusion import fuse
 from scoring.scorer import VersionScorer
 
 SAMPLE_PAIRS = Path(__file__).parent / "data" / "sample_pairs.jsonl"
-MIN_SPEARMAN = 0.98  # int8 vs torch scores on the check pairs: the parity threshold, everywhere
+MIN_SPEARMAN = 0.98  # export vs torch scores on the check pairs: the parity threshold, everywhere
 
 
 @dataclass
 class ParityRule:
-    """When an int8 export agrees with its torch model. NDCG within 1% is only meaningful on enough
+    """When an export (int8, or a wider rung of the ladder) agrees with its torch model. NDCG within 1% is only meaningful on enough
     queries: on the 16-query shipped sample one swapped pair moves NDCG by 2-3%, so there it is
     recorded, and Spearman alone gates."""
     min_spearman: float = MIN_SPEARMAN
@@ -36,9 +37,24 @@ class ParityRule:
         if not par["passed"]:
             par["failure"] = (f"spearman {par['spearman']:.4f} (need >= {self.min_spearman}), "
                               f"max abs diff {par['max_abs_diff']:.4f}"
-                              + (f", ndcg@10 int8 {par['ndcg@10_onnx']:.4f} vs torch {par['ndcg@10_torch']:.4f}"
+                              + (f", ndcg@10 export {par['ndcg@10_onnx']:.4f} vs torch {par['ndcg@10_torch']:.4f}"
                                  if ndcg_gated else ""))
         return par
+
+
+@dataclass
+class Limits:
+    """What an export may cost: ms/pair at 256 tokens and the version's size (the training job passes its
+    latency and size gates, training/gates.py; unlimited for the base model and `reranker push`). The
+    export ladder stops at the first rung that keeps parity within them."""
+    max_ms_per_pair: float = math.inf
+    max_size_bytes: float = math.inf
+
+    def exceeded(self, ms_per_pair: float, size_bytes: int) -> str | None:
+        """None when within both, else which limits the figures exceed."""
+        over = ([f"ms/pair {ms_per_pair:.2f} > {self.max_ms_per_pair}"] if ms_per_pair > self.max_ms_per_pair else []) \
+            + ([f"size {size_bytes} > {self.max_size_bytes:.0f} bytes"] if size_bytes > self.max_size_bytes else [])
+        return "; ".join(over) or None
 
 
 @dataclass
@@ -108,8 +124,12 @@ def fused_reference(runtime: VersionScorer, ref: np.ndarray, pairs: list[Pair]) 
     return out
 
 
-def parity(model: Any, kind: Kind, runtime: VersionScorer, pairs: list[Pair]) -> dict[str, Any]:
-    ref, got = torch_scores(model, kind, pairs), onnx_scores(runtime, pairs)
+def parity(model: Any, kind: Kind, runtime: VersionScorer, pairs: list[Pair],
+           reference: np.ndarray | None = None) -> dict[str, Any]:
+    """The runtime's scores against the torch model's (`reference`: torch_scores, when already computed:
+    the export ladder checks several rungs against one reference)."""
+    ref = torch_scores(model, kind, pairs) if reference is None else reference
+    got = onnx_scores(runtime, pairs)
     if runtime.hybrid:
         ref = fused_reference(runtime, ref, pairs)
     rho = float(spearmanr(ref, got).statistic)

@@ -31,6 +31,20 @@ def quantize_static(fp32_onnx: Path, out_dir: Path, calibration: list[dict[str, 
     return out
 
 
+def convert(fp32_onnx: Path, out_dir: Path, fp16_weights: bool) -> Path:
+    """Write openvino_model.xml/.bin without quantization: a wider rung of the export ladder. fp16_weights
+    halves the .bin; the CPU plugin computes in its own inference precision either way."""
+    import openvino as ov
+
+    out = Path(out_dir) / OPENVINO_XML
+    ov.save_model(ov.Core().read_model(str(fp32_onnx)), str(out), compress_to_fp16=fp16_weights)
+    return out
+
+
+def describe(fp16_weights: bool) -> str:
+    return "IR with fp16 weights, not quantized" if fp16_weights else "fp32 IR, not quantized"
+
+
 def remove(out_dir: Path) -> None:
     for p in (Path(out_dir) / OPENVINO_XML, Path(out_dir) / OPENVINO_BIN):
         p.unlink(missing_ok=True)

@@ -1,8 +1,10 @@
-"""Graph fusion (onnxruntime's transformer optimizer) and dynamic int8 quantization."""
+"""Graph fusion (onnxruntime's transformer optimizer), dynamic int8 quantization and the wider rungs of
+the export ladder (fp16, fp32)."""
 from __future__ import annotations
 
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import onnx
@@ -16,6 +18,36 @@ log = logging.getLogger(__name__)
 # feed-forward MatMuls (2/3 of the weights): the most accurate rung, ~1.2x the ms/pair of "full"
 # (training/README.md has the fine-tuned model that needed it).
 RECIPES = ("full", "keep-head-fp32", "ffn-only")
+# The export ladder (exporters/build.py): the int8 recipes, then wider formats, tried in this order until
+# one keeps parity within the latency and size limits, so that no model that passed the quality gate is
+# lost to int8 noise. "fp16": weights and activations in float16 (half the fp32 size; onnxruntime's CPU
+# provider casts ops without a fp16 kernel back to fp32); "fp32": the (fused) export itself.
+LADDER = RECIPES + ("fp16", "fp32")
+
+
+def precision(rung: str) -> str:
+    """int8, fp16 or fp32: the number format of a rung's model.onnx."""
+    return "int8" if rung in RECIPES else rung
+
+
+def describe(rung: str) -> str:
+    return {"fp16": "fp16 weights and activations (fp32 inputs and outputs)",
+            "fp32": "fp32, not quantized"}.get(rung, f"dynamic int8 per-channel ({rung})")
+
+
+def write_rung(src: Path, dst: Path, rung: str) -> None:
+    """Write `rung` of the ladder to dst from the fp32 graph src (fused or not)."""
+    if rung == "fp32":
+        shutil.copyfile(src, dst)
+    elif rung == "fp16":
+        from onnxruntime.transformers.onnx_model import OnnxModel
+
+        model = OnnxModel(onnx.load(str(src)))
+        # keep_io_types: the scorer feeds int64 ids and reads fp32 scores whatever the rung
+        model.convert_float_to_float16(keep_io_types=True)
+        model.save_model_to_file(str(dst))
+    else:
+        quantize_int8(src, dst, rung)
 
 
 def fuse(src: Path, dst: Path, model_type: str = "bert") -> bool:

@@ -80,7 +80,11 @@ _warm: OrderedDict[int, weakref.ref] = OrderedDict()  # least recently used firs
 
 
 class OpenVinoEngine:
-    def __init__(self, path: Path, threads: int):
+    """precision: the CPU plugin's inference precision ("f32", "bf16"...); None: the plugin's default
+    (bf16 where the CPU has it). A version pins it when its parity was checked at it (exporters/build.py:
+    the fp32 rung of the export ladder)."""
+
+    def __init__(self, path: Path, threads: int, precision: str | None = None):
         import openvino as ov  # imported only where this engine is used
 
         core = ov.Core()
@@ -90,7 +94,10 @@ class OpenVinoEngine:
         # first cores (two 1-thread replicas on 2 cores: 87 pairs/s pinned, 129 unpinned, measured);
         # within one process pinning gained nothing measurable (169/155 vs 166/150 pairs/s).
         self.compiled = core.compile_model(model, "CPU", {
-            "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False})
+            "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False,
+            **({"INFERENCE_PRECISION_HINT": precision} if precision else {})})
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: "bf16", "f32"...
+        self.precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
         self.output = self.compiled.outputs[0]
         self._busy = 0  # calls in flight (under _warm_lock): memory is released only when idle

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-MODEL_ONNX = "model.onnx"  # dynamic int8, onnxruntime; every version has it
-OPENVINO_XML = "openvino_model.xml"  # static int8 for OpenVINO, when it passed parity
+# onnxruntime; every version has it. Dynamic int8, or fp16/fp32 when every int8 recipe lost parity (the
+# export ladder: the manifest's `precision` says which); inputs int64 and output fp32 at every rung
+MODEL_ONNX = "model.onnx"
+OPENVINO_XML = "openvino_model.xml"  # OpenVINO, when it passed parity: static int8, or the IR at the rung's format
 OPENVINO_BIN = "openvino_model.bin"
+OPENVINO_PRECISION = "openvino_inference_precision"  # manifest key: the CPU plugin's precision it was checked at
 TOKENIZER = "tokenizer.json"
 CONFIG = "config.json"
 MANIFEST = "manifest.json"  # kind, metrics, sha256 of every other file

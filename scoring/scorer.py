@@ -1,8 +1,9 @@
 """Scores (query, passages) with one published version directory.
 
 tokenizers + numpy + one inference engine, so a pool replica stays small and loads a model in well
-under a second: onnxruntime on `model.onnx` (dynamic int8, every version has it), or OpenVINO on
-`openvino_model.xml` (static int8, the default engine, built by the exporter when it passes parity).
+under a second: onnxruntime on `model.onnx` (every version has it), or OpenVINO on `openvino_model.xml`
+(the default engine, built by the exporter when it passes parity). Both are dynamic/static int8, or a
+wider format (fp16, fp32) when int8 lost parity (the export ladder, exporters/build.py).
 A hybrid version (`lexical.json.gz` + `fusion.json`) fuses the neural score with BM25 over the domain's
 statistics (scoring/lexical.py, scoring/fusion.py); the neural part stays cacheable, the lexical part
 is computed per request.
@@ -20,7 +21,8 @@ from tokenizers import Encoding, Tokenizer
 
 from scoring.cache import EmbeddingCache, entry_key, version_identity
 from scoring.engines import OnnxRuntimeEngine, OpenVinoEngine
-from scoring.files import FUSION, LEXICAL_STATS, MANIFEST, MODEL_ONNX, OPENVINO_BIN, OPENVINO_XML, TOKENIZER, Engine
+from scoring.files import (FUSION, LEXICAL_STATS, MANIFEST, MODEL_ONNX, OPENVINO_BIN, OPENVINO_PRECISION,
+                           OPENVINO_XML, TOKENIZER, Engine)
 from scoring.fusion import Fusion, LexicalPart, LocalLexical, fuse
 from scoring.lexical import LexicalStats
 from scoring.windows import Windower, aggregate
@@ -98,7 +100,8 @@ class VersionScorer:
         self.label = str(self.manifest.get("model_id") or self.dir.name)
         self._width_multiple = WIDTH_MULTIPLE if engine == "openvino" else 1  # onnxruntime keeps no per-shape kernels
         self.threads = threads
-        self._infer = (OpenVinoEngine(self.dir / OPENVINO_XML, threads) if engine == "openvino"
+        self._infer = (OpenVinoEngine(self.dir / OPENVINO_XML, threads, self.manifest.get(OPENVINO_PRECISION))
+                       if engine == "openvino"
                        else OnnxRuntimeEngine(self.dir / MODEL_ONNX, threads))
         self.input_names = self._infer.input_names
         self.windows = Windower(Tokenizer.from_file(str(self.dir / TOKENIZER)), self.kind,
@@ -107,6 +110,11 @@ class VersionScorer:
         self.hybrid = hybrid and (self.dir / LEXICAL_STATS).is_file()
         self.lexical = (LexicalPart(LexicalStats.load(self.dir / LEXICAL_STATS), Fusion.load(self.dir / FUSION))
                         if self.hybrid else LexicalPart(local=local_lexical))
+
+    @property
+    def inference_precision(self) -> str | None:
+        """OpenVINO's CPU inference precision for this model (None with onnxruntime)."""
+        return getattr(self._infer, "precision", None)
 
     @property
     def language(self) -> str | None:

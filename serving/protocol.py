@@ -508,6 +508,8 @@ class JobRecord(BaseModel):
     updated: float
     finished: float | None
     loss: list[LossPoint] = Field(default_factory=list, description="training loss as the trainer logged it")
+    export: dict[str, Any] | None = Field(default=None, description="the export ladder: the format that won "
+                                          "(`precision`) and what each rung tried cost (ms/pair, size, parity)")
 
     _no_paths = field_validator("sources", "metrics", "gates", "error")(lambda v: redact.value(v))
 

@@ -50,6 +50,9 @@ def test_job_trains_publishes_and_service_serves_it(service):
         assert {g["gate"] for g in rec["gates"]} == {"quality", "parity", "latency_ms_per_pair", "size_bytes",
                                                      "lexical_overhead"}  # a hybrid model: neural + BM25
         assert rec["sources"]["beir"]["split"] == "train" and "ndcg@10" in rec["metrics"]["candidate"]
+        # the export ladder's outcome: the format that won is the last rung tried, the first that passed
+        export = rec["export"]
+        assert export["ladder"][-1]["passed"] and export["precision"] in ("int8", "fp16", "fp32")
         steps = [p["step"] for p in rec["loss"]]  # the loss the trainer logged, kept in the record
         assert steps and steps == sorted(steps) and steps[0] >= 1 and all(p["loss"] > 0 for p in rec["loss"])
         time.sleep(1)  # the registry cache TTL is 0.5 s

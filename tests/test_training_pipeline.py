@@ -67,6 +67,12 @@ def test_default_recipe_trains_exports_and_publishes(tmp_path, base_version):
     assert {g["gate"] for g in man["gates"]} == {"quality", "parity", "latency_ms_per_pair", "size_bytes",
                                                  "lexical_overhead"}
     assert all(g["passed"] for g in man["gates"]) and man["gates"][2]["value"] == round(man["ms_per_pair_256"], 2)
+    # the export ladder stopped at its first rung that kept parity; the job and the parity gate say which
+    won = man["ladder"][-1]
+    assert won["passed"] and not any(e["passed"] for e in man["ladder"][:-1])
+    assert man["precision"] == won["precision"] == man["gates"][1]["precision"] and man["parity"]["recipe"] == won["rung"]
+    assert out["export"] == rec.fields["export"] and out["export"]["precision"] == man["precision"]
+    assert [e["rung"] for e in out["export"]["ladder"]] == [e["rung"] for e in man["ladder"]]
     quality = man["gates"][0]
     assert quality["gate"] == "quality" and quality["reference"] in ("bm25", "base")
     ev = man["evaluation"]

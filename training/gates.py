@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporters.checks import MIN_SPEARMAN
+from exporters.checks import MIN_SPEARMAN, Limits
 from training.config import TrainConfig
 
 
@@ -28,12 +28,30 @@ def latency_limit(cfg: TrainConfig, base_ms: float | None) -> float:
     return max(cfg.max_ms_per_pair, round(cfg.max_ms_ratio_to_base * base_ms, 2))
 
 
+def export_limits(cfg: TrainConfig, base_ms: float | None) -> Limits:
+    """The latency and size gates as the export ladder's limits: it stops at the first rung within them."""
+    return Limits(latency_limit(cfg, base_ms), cfg.max_size_bytes)
+
+
+def export_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Which rung of the export ladder won and what each rung tried cost (the job record's `export`)."""
+    served = manifest.get("openvino") if (manifest.get("openvino") or {}).get("passed") else None
+    return {"precision": manifest.get("precision"), "quantization": manifest.get("quantization"),
+            "openvino": served and served.get("quantization"), "ms_per_pair_256": manifest.get("ms_per_pair_256"),
+            "size_bytes": manifest.get("size_bytes"),
+            "ladder": [{"rung": e["rung"], "serves": e["serves"], "ms_per_pair_256": round(e["ms_per_pair_256"], 2),
+                        "size_bytes": e["size_bytes"], "passed": e["passed"], "failure": e.get("failure"),
+                        **{f"spearman_{eng}": e[eng].get("spearman") for eng in ("onnxruntime", "openvino")
+                           if eng in e}} for e in manifest.get("ladder", [])]}
+
+
 def export_gates(manifest: dict[str, Any], cfg: TrainConfig, base_ms: float | None = None) -> list[dict[str, Any]]:
     par = manifest.get("parity", {})
     ms = float(manifest.get("ms_per_pair_256", float("inf")))
     size = int(manifest.get("size_bytes", 0))
     limit = latency_limit(cfg, base_ms)
-    return [gate("parity", par.get("spearman"), MIN_SPEARMAN, ">=", bool(par.get("passed"))),
+    return [gate("parity", par.get("spearman"), MIN_SPEARMAN, ">=", bool(par.get("passed")))
+            | {"precision": manifest.get("precision")},
             gate("latency_ms_per_pair", round(ms, 2), limit, "<=", ms <= limit) | {"base_ms_per_pair": base_ms},
             gate("size_bytes", size, cfg.max_size_bytes, "<=", size <= cfg.max_size_bytes)]
 
@@ -48,7 +66,7 @@ def lexical_overhead_gate(manifest: dict[str, Any], cfg: TrainConfig) -> dict[st
 
 
 def parity_failed(error: str) -> dict[str, Any]:
-    """The parity gate of an export that failed every quantization recipe."""
+    """The parity gate of an export that failed every rung of the export ladder."""
     return gate("parity", None, MIN_SPEARMAN, ">=", False) | {"error": error}
 
 

@@ -62,7 +62,8 @@ def run_job(job_id: str, settings: Settings) -> dict[str, Any]:
         out = run(record["domain"], spec, cfg, settings, activate=bool(record["config"].get("activate")),
                   reporter=rep)
         return store.update(job_id, status="succeeded", stage="done", version=out["model_id"],
-                            metrics=out["metrics"], gates=out["gates"], sources=out["sources"])
+                            metrics=out["metrics"], gates=out["gates"], sources=out["sources"],
+                            export=out["export"])
     except JobCancelled:
         return store.update(job_id, status="cancelled", stage="cancelled", error="cancelled on request")
     except GateFailed as e:

@@ -198,7 +198,8 @@ class Prepared:
 
 
 def base_ms_per_pair(settings: Settings, cfg: TrainConfig) -> float | None:
-    """The served base model's ms/pair, measured now, under the same machine load as the candidate."""
+    """The served base model's ms/pair, measured now, right before the candidate's export ladder measures
+    its rungs, under the same machine load."""
     if cfg.max_ms_ratio_to_base is None:
         return None
     from exporters.base_model import ensure_base
@@ -343,9 +344,10 @@ def evaluate(data: Prepared, model: Any, kind: str, cfg: TrainConfig, spec: Data
 
 def export_gate_publish(domain: str, model: Any, data: Prepared, metrics: dict, quality: dict, cfg: TrainConfig,
                         settings: Settings, rep: Reporter, activate: bool,
-                        fusion: Fusion | None = None) -> tuple[str, list]:
+                        fusion: Fusion | None = None) -> tuple[str, list, dict]:
     """Export into a staging dir (with the lexical statistics and fusion weights of a hybrid model),
-    run the export gates on the whole model, publish only if every gate passed."""
+    run the export gates on the whole model, publish only if every gate passed. Returns (version, gates,
+    which rung of the export ladder won and what each rung tried cost)."""
     rep.stage("export")
     registry = Registry(settings.registry_root)
     staged = registry.stage(domain)
@@ -356,13 +358,16 @@ def export_gate_publish(domain: str, model: Any, data: Prepared, metrics: dict, 
             pairs = [Pair(dev.queries[q], data.corpus[d], float(dev.qrels[q].get(d, 0)), q)
                      for q in list(dev.queries)[:60] for d in list(dev.candidates[q])[:10]]
             trained_from = {"base_model": cfg.base_model, "sources": data.stats, "config": cfg.to_dict()}
+            base_ms = base_ms_per_pair(settings, cfg)
             try:
                 manifest = build_version(tmp, staged, max_length=cfg.max_length, pairs=pairs,
-                                         openvino=settings.builds_openvino,
+                                         limits=G.export_limits(cfg, base_ms), openvino=settings.builds_openvino,
                                          lexical=data.lexical if fusion else None, fusion=fusion,
                                          progress=lambda s, d, t: rep.progress(d, t),
                                          extra={"trained_from": trained_from, "evaluation": metrics})
-                gates = [quality] + G.export_gates(manifest, cfg, base_ms_per_pair(settings, cfg))
+                export = G.export_summary(manifest)
+                rep.update(export=export)
+                gates = [quality] + G.export_gates(manifest, cfg, base_ms)
                 if fusion is not None:
                     gates.append(G.lexical_overhead_gate(manifest, cfg))
             except ExportError as e:
@@ -374,7 +379,7 @@ def export_gate_publish(domain: str, model: Any, data: Prepared, metrics: dict, 
         manifest["gates"] = gates
         manifest["source_model"] = cfg.base_model
         rep.stage("publish")
-        return registry.publish(domain, staged, manifest, activate=activate), gates
+        return registry.publish(domain, staged, manifest, activate=activate), gates, export
     finally:
         shutil.rmtree(staged, ignore_errors=True)
 
@@ -401,8 +406,8 @@ def run(domain: str, spec: DataSpec, cfg: TrainConfig, settings: Settings, *,
     rep.update(gates=[quality])
     if not quality["passed"]:  # do not spend minutes exporting a model that cannot be published
         raise GateFailed([quality])
-    version, gates = export_gate_publish(domain, model, data, metrics, quality, cfg, settings, rep, activate,
+    version, gates, export = export_gate_publish(domain, model, data, metrics, quality, cfg, settings, rep, activate,
                                          fusion)
     lap("export_gates_publish", t)
     return {"version": version, "model_id": model_id(domain, version), "metrics": metrics, "gates": gates,
-            "sources": data.stats, "seconds": round(time.time() - t_start, 1), "stage_seconds": stage_seconds}
+            "export": export, "sources": data.stats, "seconds": round(time.time() - t_start, 1), "stage_seconds": stage_seconds}
