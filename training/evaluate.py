@@ -46,7 +46,12 @@ def torch_scorer(model: object, kind: str, max_length: int = 256, doc_tokens: in
                                show_progress_bar=False, convert_to_tensor=True)
         return out.float().numpy()
 
+    from exporters.source import prompts_of
+
+    prompts = prompts_of(model)
+
     def score_bi(query: str, docs: list[str]) -> np.ndarray:
+        query, docs = prompts.apply(query, docs)  # as the served scorer does (scoring/windows.Prompts)
         texts, owner, _ = windows.texts(query, docs, doc_tokens)
         new = [t for t in dict.fromkeys(texts) if t not in cache]  # each window is embedded once per run
         if new:
