@@ -90,7 +90,7 @@ def train(domain: str = typer.Option(..., help="domain id"),
 
     validate_domain(domain)
     settings = Settings()
-    cfg = TrainConfig.from_dict({"base_model": settings.base_model, **json.loads(config or "{}"),
+    cfg = TrainConfig.from_dict({**json.loads(config or "{}"),
                                  **({"max_queries": max_queries} if max_queries else {})})
     bars = _Bars(not as_json)
     try:

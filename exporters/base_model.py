@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from exporters.build import build_version
+from exporters.source import resolve
 from scoring.files import MANIFEST
 from state.registry import Registry
 from state.settings import Settings
@@ -29,7 +30,7 @@ def ensure_base(settings: Settings) -> Path:
     tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        build_version(s.base_model, tmp, max_length=s.max_length, threads=s.intra_op_threads,
+        build_version(resolve(s.base_model, s.registry_root), tmp, max_length=s.max_length, threads=s.intra_op_threads,
                       openvino=s.builds_openvino, extra={"domain": None, "version": "base", "model_id": "base"})
         try:
             os.rename(tmp, target)

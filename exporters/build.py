@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from exporters import checks, onnx_export, openvino_export, quantize
-from exporters.source import ModelSource, load, resolve
+from exporters.source import ModelSource, load, prompts_of, resolve
 from scoring.files import CONFIG, FUSION, LEXICAL_STATS, MANIFEST, MODEL_ONNX, OPENVINO_PRECISION
 from scoring.fusion import Fusion
 from scoring.lexical import LexicalStats
@@ -89,8 +89,11 @@ def _describe(model: Any, src: ModelSource, max_length: int, out_dir: Path) -> d
         activation = "sigmoid" if _is_sigmoid(model) else "identity"
     else:
         activation = "cosine"
-    return {"kind": src.kind, "source_model": src.name, "max_length": max_length, "activation": activation,
-            "pad_token_id": int(tokenizer.pad_token_id or 0)}
+    out = {"kind": src.kind, "source_model": src.name, "max_length": max_length, "activation": activation,
+           "pad_token_id": int(tokenizer.pad_token_id or 0)}
+    if src.kind == "bi-encoder" and (prompts := prompts_of(model)):
+        out["prompts"] = prompts.to_manifest()  # the scorer puts them in front of what the model reads
+    return out
 
 
 class _Ladder:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from exporters.source import Kind
+from exporters.source import Kind, prompts_of
 from scoring.fusion import fuse
 from scoring.scorer import VersionScorer
 
@@ -76,8 +76,10 @@ def torch_scores(model: Any, kind: Kind, pairs: list[Pair]) -> np.ndarray:
     if kind == "cross-encoder":
         return np.asarray(model.predict([(p.query, p.passage) for p in pairs], batch_size=16,
                                         show_progress_bar=False), dtype=np.float32).reshape(len(pairs), -1)[:, 0]
-    q = model.encode([p.query for p in pairs], normalize_embeddings=True, show_progress_bar=False)
-    d = model.encode([p.passage for p in pairs], normalize_embeddings=True, show_progress_bar=False)
+    prompts = prompts_of(model)  # as the scorer applies them (scoring/windows.Prompts)
+    texts = [prompts.apply(p.query, [p.passage]) for p in pairs]
+    q = model.encode([t[0] for t in texts], normalize_embeddings=True, show_progress_bar=False)
+    d = model.encode([t[1][0] for t in texts], normalize_embeddings=True, show_progress_bar=False)
     return ((np.sum(q * d, axis=1) + 1.0) / 2.0).astype(np.float32)
 
 

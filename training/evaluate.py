@@ -27,6 +27,7 @@ def torch_scorer(model: object, kind: str, max_length: int = 256, doc_tokens: in
     """A sentence-transformers model, scored over the same windows serving scores (scoring/windows.py):
     a long passage's score is its best window's, so evaluation and the gate measure what is served.
     bf16: autocast (on a CPU with native bf16, ~2x faster; cosines agree to ~1e-4)."""
+    from exporters.source import prompts_of
     from scoring.windows import Windower, aggregate
 
     windows = Windower(model.tokenizer.backend_tokenizer, kind, max_length)  # type: ignore[attr-defined]
@@ -46,7 +47,10 @@ def torch_scorer(model: object, kind: str, max_length: int = 256, doc_tokens: in
                                show_progress_bar=False, convert_to_tensor=True)
         return out.float().numpy()
 
+    prompts = prompts_of(model)
+
     def score_bi(query: str, docs: list[str]) -> np.ndarray:
+        query, docs = prompts.apply(query, docs)  # as the served scorer does (scoring/windows.Prompts)
         texts, owner, _ = windows.texts(query, docs, doc_tokens)
         new = [t for t in dict.fromkeys(texts) if t not in cache]  # each window is embedded once per run
         if new:

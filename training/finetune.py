@@ -9,6 +9,7 @@ import tempfile
 from collections import defaultdict
 from typing import Any, Callable
 
+from exporters.source import prompts_of
 from training.config import TrainConfig
 from training.examples import GRADED_SOURCES, Example
 
@@ -199,6 +200,8 @@ def train_bi_encoder(base_path: str, examples: list[Example], cfg: TrainConfig,
     _threads(cfg)
     ds = Dataset.from_dict(bi_encoder_rows(examples, cfg))
     model = SentenceTransformer(base_path, device="cpu")
+    prompts = prompts_of(model)  # trained on what it will be served (scoring/windows.Prompts); kept in its config
+    extra = {"prompts": {"anchor": prompts.query, "positive": prompts.passage, "negative": prompts.passage}} if prompts else {}
     model.max_seq_length = cfg.train_length
     loss = MultipleNegativesRankingLoss(model)
     history = [] if history is None else history
@@ -206,7 +209,7 @@ def train_bi_encoder(base_path: str, examples: list[Example], cfg: TrainConfig,
     with tempfile.TemporaryDirectory() as out:
         # no duplicates in a batch: a repeated passage would be an in-batch false negative
         args = _args(SentenceTransformerTrainingArguments, cfg, out, len(ds),
-                     batch_sampler=BatchSamplers.NO_DUPLICATES)
+                     batch_sampler=BatchSamplers.NO_DUPLICATES, **extra)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=loss, callbacks=callbacks)
         trainer.train()
     _keep_best(model, callbacks, history)

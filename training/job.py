@@ -57,7 +57,7 @@ def run_job(job_id: str, settings: Settings) -> dict[str, Any]:
     store.update(job_id, status="running", stage="starting", pid=os.getpid())
     rep = JobReporter(store, job_id)
     try:
-        cfg = TrainConfig.from_dict({"base_model": settings.base_model, **record["config"].get("train", {})})
+        cfg = TrainConfig.from_dict(record["config"].get("train", {}))
         spec = DataSpec.from_dict(record["config"].get("data", {}))
         out = run(record["domain"], spec, cfg, settings, activate=bool(record["config"].get("activate")),
                   reporter=rep)

@@ -225,13 +225,27 @@ def prepare(domain: str, spec: DataSpec, cfg: TrainConfig, settings: Settings, r
                       "fusion_queries": len(fusion.queries) if fusion else 0}
     rep.update(sources=stats)
     rep.stage("negatives")
-    src = resolve(cfg.base_model)
+    backbone, stats["backbone"] = choose_backbone(cfg, language, settings)
+    src = resolve(backbone, settings.registry_root)
     miner = load(src, cfg.max_length) if cfg.negative_source != "bm25" and src.kind == "bi-encoder" else None
     train, stats["negatives"] = add_negatives(
         train, corpus, per_query=cfg.negatives_per_query, source=cfg.negative_source, rank_range=cfg.negative_range,
         random_count=cfg.random_negatives, base_model=miner, seed=cfg.seed, index=index)
     rep.update(sources=stats)
     return Prepared(train, dev, fusion, corpus, stats, src, index.stats)
+
+
+def choose_backbone(cfg: TrainConfig, language: str, settings: Settings) -> tuple[str, dict[str, Any]]:
+    """The model a domain is fine-tuned from: `base_model` of its training options; else the served base
+    for a language that base reads (settings.base_languages), the multilingual backbone for any other."""
+    reads = settings.base_lexical()["languages"]
+    if cfg.base_model:
+        name, why = cfg.base_model, "training option base_model"
+    elif reads is None or language in reads:
+        name, why = settings.base_model, f"the served base reads {language!r}"
+    else:
+        name, why = cfg.multilingual_base_model, f"the served base does not read {language!r}"
+    return name, {"model": name, "language": language, "why": why}
 
 
 def _windows(cfg: TrainConfig, settings: Settings) -> dict[str, Any]:
@@ -303,8 +317,9 @@ def base_scorers(data: Prepared, cfg: TrainConfig, settings: Settings) -> tuple[
     if (served_dir / MANIFEST).is_file() or cfg.max_ms_ratio_to_base is not None:
         served = served_options(settings, cfg.threads or max(1, os.cpu_count() or 1), cfg.max_length)
         return served_base(settings, served), f"served base ({settings.engine})"
-    base = load(data.source, cfg.max_length)
-    neural = torch_scorer(base, data.source.kind, **_windows(cfg, settings))
+    served_src = resolve(settings.base_model, settings.registry_root)  # not the backbone: they may differ
+    base = load(served_src, cfg.max_length)
+    neural = torch_scorer(base, served_src.kind, **_windows(cfg, settings))
     local = LexicalPart(local=LocalLexical(**settings.base_lexical()))
     fused = served_scorer(neural, local, base.tokenizer.backend_tokenizer, settings.doc_tokens)
     return {"base_neural": neural, "base": fused}, "torch"
@@ -357,14 +372,15 @@ def export_gate_publish(domain: str, model: Any, data: Prepared, metrics: dict, 
             dev = data.dev
             pairs = [Pair(dev.queries[q], data.corpus[d], float(dev.qrels[q].get(d, 0)), q)
                      for q in list(dev.queries)[:60] for d in list(dev.candidates[q])[:10]]
-            trained_from = {"base_model": cfg.base_model, "sources": data.stats, "config": cfg.to_dict()}
+            trained_from = {"base_model": data.source.name, "sources": data.stats, "config": cfg.to_dict()}
             base_ms = base_ms_per_pair(settings, cfg)
             try:
                 manifest = build_version(tmp, staged, max_length=cfg.max_length, pairs=pairs,
                                          limits=G.export_limits(cfg, base_ms), openvino=settings.builds_openvino,
                                          lexical=data.lexical if fusion else None, fusion=fusion,
                                          progress=lambda s, d, t: rep.progress(d, t),
-                                         extra={"trained_from": trained_from, "evaluation": metrics})
+                                         extra={"trained_from": trained_from, "evaluation": metrics,
+                                                "backbone": data.stats["backbone"]})
                 export = G.export_summary(manifest)
                 rep.update(export=export)
                 gates = [quality] + G.export_gates(manifest, cfg, base_ms)
@@ -377,7 +393,7 @@ def export_gate_publish(domain: str, model: Any, data: Prepared, metrics: dict, 
         if G.failed(gates):
             raise GateFailed(gates)
         manifest["gates"] = gates
-        manifest["source_model"] = cfg.base_model
+        manifest["source_model"] = data.source.name
         rep.stage("publish")
         return registry.publish(domain, staged, manifest, activate=activate), gates, export
     finally:

@@ -267,7 +267,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from benchmarks.latency import machine
-    from exporters.source import resolve
     from scoring.fusion import LexicalPart
     from state.settings import Settings
     from training.config import TrainConfig
@@ -320,7 +319,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         rep.stage("probe")
         t = time.time()
-        src = resolve(cfg.base_model)
+        src = data.source  # the backbone the pipeline chose for the domain
         student = new_cross_encoder(src.path, cfg.train_length)
         probe = copy.deepcopy(student)
         m_probe = train_margin_mse(probe, rows, cfg, a.probe_steps, name="probe margin-mse")

