@@ -129,7 +129,7 @@ def test_gate_that_cannot_pass_publishes_nothing_and_names_the_gate(tmp_path, mo
     from cli.main import app
 
     monkeypatch.setenv("RERANKER_HOME", str(tmp_path))
-    cfg = {**TINY, "max_queries": 8, "min_gain": 5.0}  # NDCG can never gain 5
+    cfg = {**TINY, "max_queries": 8, "min_gain": 1.0}  # NDCG@10 cannot gain a full 1.0 over a base that scores above 0
     res = CliRunner().invoke(app, ["train", "--domain", "scifact", "--beir", str(SCIFACT), "--json",
                                    "--config", json.dumps(cfg)])
     assert res.exit_code == 2, res.output
