@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -116,7 +117,7 @@ class LocalPostgres:
     SCRIPT = SERVE_CONFIG.parent / ".ci" / "postgres.sh"
 
     def __init__(self, port: int, db: str = "reranker"):
-        self.env = {"PG_PORT": str(port), "PG_DIR": f"/tmp/reranker-pg-{port}-{os.getpid()}", "PG_DB": db}
+        self.env = {"PG_PORT": str(port), "PG_DIR": str(Path(tempfile.gettempdir()) / f"reranker-pg-{port}-{os.getpid()}"), "PG_DB": db}
         self.url = ""
 
     def _run(self, *args: str) -> str:

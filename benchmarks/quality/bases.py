@@ -31,7 +31,7 @@ GRID = (0.0, 0.2, 0.35, 0.5, 0.7)
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser()
     p.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    p.add_argument("--data", default="/work/shared/data")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[3] / "shared" / "data"))
     p.add_argument("--max-dev", type=int, default=100, help="seeded subset of the dev queries")
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
