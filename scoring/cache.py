@@ -14,7 +14,6 @@ import hashlib
 import threading
 from collections import OrderedDict
 
-import numpy as np
 
 from scoring.embedding_store import Entry, EmbeddingStore
 

@@ -46,6 +46,20 @@ class Service:
 
         return Registry(self.home / "models")
 
+    def publish_base_copy(self, domain: str, activate: bool = False) -> str:
+        """A domain version built from the base model's files: a real ONNX model the pool loads."""
+        import json
+        import shutil
+
+        reg = self.registry
+        staged = reg.stage(domain)
+        for p in self.base_dir.iterdir():
+            if p.is_file():
+                shutil.copy2(p, staged / p.name)
+        man = json.loads((self.base_dir / "manifest.json").read_text())
+        man = {k: v for k, v in man.items() if k not in ("files", "domain", "version", "model_id")}
+        return reg.publish(domain, staged, man, activate=activate)
+
 
 def make_tarball(version_dir: Path, out: Path) -> Path:
     with tarfile.open(out, "w:gz") as tar:

@@ -1,9 +1,7 @@
 """A/B routing, impression logging and feedback on the real Ray Serve app (session fixture `service`)."""
 from __future__ import annotations
 
-import json
 import random
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,14 +24,7 @@ def store(service, settings):
 @pytest.fixture(scope="module")
 def domain_model(service):
     """A domain version built from the base model's files: a real ONNX model the pool can load."""
-    reg = service.registry
-    staged = reg.stage(DOMAIN)
-    for p in service.base_dir.iterdir():
-        if p.is_file():
-            shutil.copy2(p, staged / p.name)
-    man = json.loads((service.base_dir / "manifest.json").read_text())
-    man = {k: v for k, v in man.items() if k not in ("files", "domain", "version", "model_id")}
-    version = reg.publish(DOMAIN, staged, man, activate=True)
+    version = service.publish_base_copy(DOMAIN, activate=True)
     model = f"{DOMAIN}@{version}"
     deadline = time.time() + 30
     with service.client() as c:  # wait until serving resolves the domain to it (registry cache TTL)

@@ -3,8 +3,6 @@ HTTP with each impression's arm and model, decisions through the API and applied
 switch, the spill pause, the timeline, and the timer that runs rounds on its own (a bare app)."""
 from __future__ import annotations
 
-import json
-import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -20,15 +18,7 @@ DOCS = ["Appeals are heard by the higher court.", "A contract needs an offer.", 
 
 
 def _version(service, domain: str) -> str:
-    """A version built from the base model's files: a real ONNX model the pool loads."""
-    reg = service.registry
-    staged = reg.stage(domain)
-    for p in service.base_dir.iterdir():
-        if p.is_file():
-            shutil.copy2(p, staged / p.name)
-    man = json.loads((service.base_dir / "manifest.json").read_text())
-    return reg.publish(domain, staged, {k: v for k, v in man.items() if k not in ("files", "domain", "version",
-                                                                                   "model_id")})
+    return service.publish_base_copy(domain)
 
 
 def _settled(store: Store, domain: str, want: int, timeout: float = 20) -> int:
