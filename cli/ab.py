@@ -112,8 +112,10 @@ def register_challenger(app: typer.Typer) -> None:
                    by: str = typer.Option("cli", "--by", help="Who acts (the timeline says).")):
         """Put a published version under test against the active one, or end the test (--end)."""
         from state.ids import model_id
+        from cli.models import _load_check, _warm
+        from state.ids import InvalidId, parse_version, version_name
         from state.registry import RegistryError
-        _, referee = _referee()
+        settings, referee = _referee()
         reg, domain = referee.registry, _domain(domain)
         try:
             if end:
@@ -123,12 +125,21 @@ def register_challenger(app: typer.Typer) -> None:
                 reg.end_challenge(domain, version)
                 referee.log.add_event(domain, "withdrawn", by, model_id(domain, version), {"summary": "ended by hand"})
             elif version:
+                version = version_name(parse_version(version))
+                reg.manifest(domain, version)  # an unknown version is an error before anything loads
+                _warm(settings, reg, domain, version)  # its latency is compared with the champion's: warm
+                try:  # loaded before it takes traffic, as over HTTP: a version that does not load is never tested
+                    reg.verify(domain, version)
+                    _load_check(settings)(reg.version_dir(domain, version))
+                except Exception as e:  # noqa: BLE001 - whatever broke, it must not serve
+                    reg.mark_failed(domain, version, f"load failed: {e}")
+                    raise RegistryError(f"cannot test {model_id(domain, version)}: it does not load: {e}") from e
                 version = reg.set_challenger(domain, version)
                 referee.log.add_event(domain, "challenged", by, model_id(domain, version),
                                       {"summary": f"{model_id(domain, version)} challenges the active version"})
             else:
                 raise typer.BadParameter("give a VERSION, or --end", param_hint="VERSION")
-        except RegistryError as e:
+        except (RegistryError, InvalidId) as e:
             typer.secho(f"error: {e}", err=True)
             raise typer.Exit(2)
         typer.echo(f"{model_id(domain, version)}: {'withdrawn' if end else 'challenger'}")

@@ -31,6 +31,34 @@ def _load_check(settings):
     return partial(load_check, engine=settings.engine)
 
 
+def _warm(settings, reg, domain: str, version: str):
+    """The version's passages into this node's store before it takes traffic (cli/warm.py), with a bar on
+    stderr. Only a version that verifies is loaded here; the promote (or test) that follows says what is
+    wrong with one that does not. A failure of the warm-up itself is a warning: requests compute what is
+    not stored."""
+    from tqdm import tqdm
+
+    from cli.warm import warm_version
+    from state.ids import version_name, parse_version
+    from state.registry import RegistryError
+
+    name = version_name(parse_version(version))
+    try:
+        reg.verify(domain, name)
+    except RegistryError:
+        return None
+    try:
+        with tqdm(desc="warm", unit="passage", disable=None) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            return warm_version(settings, domain, name, progress)
+    except Exception as e:  # noqa: BLE001
+        typer.secho(f"warning: {model_id(domain, name)}'s passages not embedded ahead: {e}", err=True)
+        return None
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -96,13 +124,18 @@ def register(app: typer.Typer) -> None:
         settings = _settings()
         expected = CURRENT if expected_active is None else None if expected_active == "none" else expected_active
         try:
-            name = _registry(settings).promote(domain, version, check=_load_check(settings), expected_active=expected)
+            reg = _registry(settings)
+            if expected is CURRENT:  # the one active now: a promote during the warm-up is a conflict
+                expected = reg.active_version(domain)
+            warm = _warm(settings, reg, domain, version)
+            name = reg.promote(domain, version, check=_load_check(settings), expected_active=expected)
         except Conflict as e:
             typer.secho(f"conflict: {e}", fg=typer.colors.RED, err=True)
             raise typer.Exit(3) from None
         except (RegistryError, InvalidId) as e:
             _fail(str(e))
-        typer.echo(f"{model_id(domain, name)} is active")
+        typer.echo(f"{model_id(domain, name)} is active" + (f" (warm: {warm['embedded']} of {warm['passages']} "
+                                                             f"passages embedded on this node)" if warm else ""))
 
     @app.command()
     def rollback(domain: str) -> None:

@@ -70,6 +70,9 @@ class Fusion:
         return cls((w[0], w[1]), d.get("fitted_on"))
 
 
+SAMPLE_CHARS = 300  # per document, for the request's language
+
+
 @dataclass(frozen=True)
 class LocalLexical:
     """How a model without domain statistics (the base) fuses BM25 over the request's own documents:
@@ -109,7 +112,9 @@ class LexicalPart:
             return self.domain(query, texts), self.fusion.weights
         if self.local is None:
             return None
-        language = detect_language([query, *texts], max_chars=20_000)
+        # the head of each text: every document has its say, and a request of 50 long passages costs
+        # ~1 ms here instead of ~7 (20k characters from the first few)
+        language = detect_language([query, *(t[:SAMPLE_CHARS] for t in texts)], max_chars=8_000)
         w = self.local.weight_for(language)
         if w <= 0:
             return None

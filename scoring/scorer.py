@@ -37,6 +37,7 @@ class Scored:
     windows: int = 0  # windows of every document (model inputs, cached ones included)
     cached: int = 0  # documents answered from the embedding cache (bi-encoders)
     fused: bool = False  # scores are sigmoid(z-sum of neural and lexical) (scoring/fusion.py)
+    cut: np.ndarray | None = None  # per document: cut by the token cap or the window (None: not known)
 
 
 class TooManyTokens(ValueError):
@@ -180,19 +181,29 @@ class VersionScorer:
             return Scored(np.zeros(0, dtype=np.float32), 0, 0)
         cap = max_tokens_per_doc or self.doc_tokens
         neural = self.score_neural(query, documents, cap, truncate, max_total_tokens, stop)
-        lexical = self.lexical_part(query, documents, cap, truncate)
+        lexical = self.lexical_part(query, documents, cap, truncate, neural.cut)
         if lexical is None:
             return neural
         scores, weights = lexical
         return replace(neural, scores=fuse(neural.scores, scores, weights), fused=True)
 
-    def lexical_part(self, query: str, documents: list[str], cap: int,
-                     truncate: bool = False) -> tuple[np.ndarray, tuple[float, float]] | None:
+    def lexical_part(self, query: str, documents: list[str], cap: int, truncate: bool = False,
+                     cut: np.ndarray | None = None) -> tuple[np.ndarray, tuple[float, float]] | None:
         """(BM25 of each document, fusion weights), or None when this request is not fused. BM25 reads
-        each document as the neural part does: up to the token cap (truncate: up to the window)."""
+        each document as the neural part does: up to the token cap (truncate: up to the window).
+        cut: the neural part's per-document flags; a document it read whole (prompt, query and special
+        tokens included) fits the lexical cap too, so only the cut ones are tokenized again: a request of
+        stored passages then tokenizes nothing but its query."""
         if not self.lexical.active or len(documents) < 2:
             return None
-        texts, _ = self.windows.cap_documents(documents, self.max_length if truncate else cap)
+        limit = self.max_length if truncate else cap
+        if cut is None:
+            texts, _ = self.windows.cap_documents(documents, limit)
+        else:
+            texts, long = list(documents), np.flatnonzero(cut)
+            capped, _ = self.windows.cap_documents([documents[i] for i in long], limit)
+            for i, text in zip(long, capped):
+                texts[i] = text
         return self.lexical(query, texts)
 
     def score_neural(self, query: str, documents: list[str], cap: int, truncate: bool = False,
@@ -206,7 +217,7 @@ class VersionScorer:
         logits = self._run(w.encodings, stop).reshape(len(w.encodings), -1)[:, 0]
         per_window = sigmoid(logits) if self.activation == "sigmoid" else logits
         scores = aggregate(per_window.astype(np.float32), w.owner, len(documents), self.window_aggregate)
-        return Scored(scores, w.truncated, len(w.encodings))
+        return Scored(scores, w.truncated, len(w.encodings), cut=w.cut)
 
     def _score_bi_encoder(self, query: str, documents: list[str], cap: int, truncate: bool,
                           max_total_tokens: int | None, stop: Callable[[], bool] | None) -> Scored:
@@ -231,7 +242,8 @@ class VersionScorer:
         owner = np.concatenate([np.full(len(e[0]), i) for i, e in enumerate(entries)])
         per_window = (np.concatenate([e[0] for e in entries]).astype(np.float32) @ emb[0] + 1.0) / 2.0
         scores = aggregate(per_window.astype(np.float32), owner, len(documents), self.window_aggregate)
-        return Scored(scores, sum(e[1] for e in entries), len(owner), len(documents) - len(missing))
+        cut = np.array([e[1] for e in entries], dtype=bool)
+        return Scored(scores, int(cut.sum()), len(owner), len(documents) - len(missing), cut=cut)
 
     def embed(self, documents: list[str], max_tokens_per_doc: int | None = None) -> int:
         """Put the documents' passage embeddings in the cache (and the store behind it) ahead of any

@@ -13,7 +13,9 @@ import logging
 import time
 from typing import Any, Protocol
 
+from state.ids import model_id
 from state.jobs import JobStore
+from state.passages import texts_to_warm
 
 log = logging.getLogger(__name__)
 CHUNK = 16  # passages per pool call: ~0.2-0.5 s of one replica's time at ~300 tokens
@@ -72,3 +74,23 @@ async def warm(embedder: Embedder, model_id: str, texts: list[str], budget_s: fl
         done += len(chunk)
     return {"passages": len(texts), "embedded": done, "computed": computed, "complete": done == len(texts),
             "rest": texts[done:]}
+
+
+async def warm_version(app_state: Any, domain: str, name: str, why: str = "promote") -> dict[str, Any] | None:
+    """Embed the domain's most frequently shown, then registered, passages with a bi-encoder version before
+    it takes traffic (a promote, or a test as the challenger), within RERANKER_PROMOTE_WARM_S; past it the
+    rest go to a background job (`job_id`) and the caller goes ahead. A failure here is logged and never
+    stops the caller: requests compute what is not stored. None: nothing to embed ahead."""
+    settings, mid = app_state.settings, model_id(domain, name)
+    if app_state.registry.manifest(domain, name).get("kind") != "bi-encoder":
+        return None  # a cross-encoder's input holds the query: nothing to embed ahead
+    start = time.monotonic()  # reading the impression log counts against the budget too
+    try:
+        texts = await asyncio.to_thread(texts_to_warm, app_state.store, settings, domain)
+        out = await warm(app_state.service.scorer, mid, texts, settings.promote_warm_s - (time.monotonic() - start))
+    except Exception as e:  # noqa: BLE001
+        log.warning("warming %s's passages failed: %s", mid, e)
+        return None
+    rest = out.pop("rest")
+    return {**out, "job_id": start_job(app_state, domain, [mid], rest, why) if rest else None}
+

@@ -10,10 +10,14 @@ import fcntl
 import hashlib
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from state.db import DOC_ID_LEN
 from state.ids import validate_domain
+
+if TYPE_CHECKING:
+    from state.settings import Settings
+    from state.store import Store
 
 FILE = "passages.jsonl"
 
@@ -99,3 +103,10 @@ class PassageStore:
 
     def count(self, domain: str) -> int:
         return sum(1 for _ in self.texts(domain))
+
+
+def texts_to_warm(store: "Store", settings: "Settings", domain: str) -> list[str]:
+    """What a new version of the domain embeds first: its most frequently shown passages (up to
+    RERANKER_PROMOTE_WARM_PASSAGES), then its registered ones."""
+    seen = store.frequent_passages(domain, settings.promote_warm_passages)
+    return list(dict.fromkeys(seen + list(PassageStore(settings.home).texts(domain))))

@@ -240,20 +240,33 @@ def test_autopilot_window_and_settings_validation(world):
     assert json.loads((settings.home / "autopilot.json").read_text())["domains"]["legal"]["enabled"] is True
 
 
-def test_cli_challenger_decide_decisions(world, monkeypatch):
+def test_cli_challenger_decide_decisions(world, monkeypatch, base_version):
+    """The CLI loads a challenger and embeds the domain's passages with it on this node before it takes
+    traffic (its latency is a guardrail against the champion's), as the HTTP route does; so does promote."""
     from typer.testing import CliRunner
 
     from cli.main import app
+    from scoring.embedding_store import EmbeddingStore
+    from state.passages import PassageStore
     settings, store, reg = world
     monkeypatch.setenv("RERANKER_HOME", str(settings.home))
     monkeypatch.delenv("RERANKER_DB_URL", raising=False)
     monkeypatch.setenv("RERANKER_DECISION_MIN_EXPOSURE", "100")
-    v1, v2 = _publish(reg, "legal"), _publish(reg, "legal")
-    reg.promote("legal", v1)
+    PassageStore(settings.home).add("legal", [(None, "A lease ends on notice."), (None, "Rent is due monthly.")])
     run = CliRunner().invoke
+    v1, v2 = reg.publish_dir("legal", base_version), reg.publish_dir("legal", base_version)
+    r = run(app, ["promote", "legal", v1])
+    assert r.exit_code == 0 and "legal@v1 is active (warm: 2 of 2 passages" in r.output, r.output
+    broken = _publish(reg, "legal")  # random bytes: it cannot load, so it is never tested
+    r = run(app, ["challenger", "legal", broken])
+    assert r.exit_code == 2 and "does not load" in r.output and reg.config("legal")["challenger"] is None
+    assert reg.config("legal")["versions"][broken]["status"] == "failed"
     assert run(app, ["challenger", "legal", v1]).exit_code == 2  # the active version
     r = run(app, ["challenger", "legal", v2, "--by", "bob"])
     assert r.exit_code == 0 and "legal@v2: challenger" in r.output
+    stored = EmbeddingStore(settings.embedding_store_file, 1 << 30)
+    assert {stored.versions().get(m) for m in ("legal@v1", "legal@v2")} == {2}, stored.versions()
+    stored.close()
     r = run(app, ["decisions", "legal"])
     assert r.exit_code == 0 and "legal@v2 vs legal@v1: continue" in r.output and "decisions (0)" in r.output
     rng = np.random.default_rng(9)

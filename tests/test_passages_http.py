@@ -132,6 +132,18 @@ def test_promote_embeds_seen_and_registered_passages_before_the_flip(seam):
     assert scorer.warmed[-1] == "legal@v2" and r.json()["active"] == "v2"
 
 
+def test_a_challenger_is_warmed_before_it_takes_traffic(seam):
+    """Its p95 latency is a guardrail against the champion's: it must not start cold."""
+    c, scorer, settings = seam
+    c.post("/v1/domains/legal/passages", content=jsonl({"text": "registered one"}, {"text": "two"}), headers=AUTH)
+    _publish(settings, "legal")
+    r = c.post("/v1/domains/legal/challenger", json={"version": "v2", "by": "alice"}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert sorted(scorer.embedded["legal@v2"]) == ["registered one", "two"]
+    event = c.get("/v1/domains/legal/timeline").json()["events"][0]
+    assert event["kind"] == "challenged" and "2 of 2 passages embedded ahead" in event["summary"], event
+
+
 def test_past_the_warm_budget_the_promote_goes_ahead_and_a_job_embeds_the_rest(tmp_path):
     settings = Settings(home=tmp_path, admin_token=TOKEN, registry_cache_ttl_s=0, promote_warm_s=0)
     publish_fake(Registry(settings.registry_root), "legal", 1.0)

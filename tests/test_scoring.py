@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from scoring.cache import EmbeddingCache
+from scoring.fusion import LocalLexical
 from scoring.scorer import VersionScorer
 from scoring.windows import aggregate
 
@@ -145,3 +146,26 @@ def test_openvino_batch_widths_are_bucketed_without_changing_scores(base_version
     assert any(w % 32 for w in exact_widths) and all(w % 32 == 0 for w in widths)
     np.testing.assert_allclose(bucketed, exact, rtol=0, atol=2e-3)
     assert np.argsort(bucketed).tolist() == np.argsort(exact).tolist()
+
+
+def test_fused_scores_of_stored_passages_equal_fresh_ones_when_documents_are_cut(base_version):
+    """The lexical part re-tokenizes only documents the neural part cut (a request of stored passages
+    tokenizes nothing else); BM25 still reads a cut document up to the cap, never its tail."""
+    local = LocalLexical(weight=0.5, weight_uncovered=0.5)
+    docs = [FILLER * 3 + "Paris is the capital of France.", "Bananas are yellow.", DEEP,
+            "The capital of France is Paris, on the Seine."]
+    query = "capital of France Paris"
+    fresh = VersionScorer(base_version, engine="openvino", local_lexical=local)
+    cached = VersionScorer(base_version, engine="openvino", local_lexical=local, cache=EmbeddingCache(1 << 20))
+    for cap in (None, 40):
+        want = fresh.score(query, docs, max_tokens_per_doc=cap)
+        cached.score(query, docs, max_tokens_per_doc=cap)
+        got = cached.score(query, docs, max_tokens_per_doc=cap)
+        assert got.fused and got.cached == len(docs) and got.cut.tolist() == want.cut.tolist()
+        np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-3)
+    # with the cap at 40 tokens the first and third documents are cut before "Paris": BM25 must not see it
+    bm25, _ = fresh.lexical_part(query, docs, 40, cut=want.cut)
+    assert want.cut.tolist() == [True, False, True, False]
+    reference, _ = fresh.lexical_part(query, docs, 40)  # every document tokenized again
+    np.testing.assert_allclose(bm25, reference, rtol=0, atol=1e-9)
+    assert bm25[0] < bm25[3]

@@ -14,6 +14,7 @@ import asyncio
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from serving import passages
 from serving.auth import require_admin
 from serving.autopilot import Autopilot
 from serving.protocol import (Actor, AutopilotDomain, AutopilotRound, AutopilotStatus, AutopilotUpdate,
@@ -50,9 +51,13 @@ async def set_challenger(domain: DomainPath, body: ChallengerSet, request: Reque
         await request.app.state.service.scorer.warm(model_id(domain, name))
     except Exception as e:  # noqa: BLE001 - the pool marked it failed; nothing changes
         raise RegistryError(f"cannot test {model_id(domain, name)}: it does not load: {e}") from e
+    # its p95 latency is a guardrail against the champion's, whose passages are stored: embed them first
+    warm = await passages.warm_version(request.app.state, domain, name, "challenger")
     await asyncio.to_thread(reg.set_challenger, domain, name)
     await asyncio.to_thread(_pilot(request).log.add_event, domain, "challenged", body.by, model_id(domain, name),
-                            {"summary": f"{model_id(domain, name)} challenges the active version"})
+                            {"summary": f"{model_id(domain, name)} challenges the active version"
+                                        + (f"; {warm['embedded']} of {warm['passages']} passages embedded ahead"
+                                           if warm else ""), "warm": warm})
     _changed(request, domain)
     return DomainInfo(**reg.describe(domain))
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -15,7 +14,6 @@ from serving.protocol import (ActiveVersion, Deleted, DomainConfigUpdate, Domain
                               DomainPath, PromoteRequest, Published, VersionPath, WarmReport, errors)
 from serving.upload import publish_upload, received_body
 from state.ids import model_id, parse_version, version_name
-from state.passages import PassageStore
 from state.registry import CURRENT, Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -113,34 +111,12 @@ async def _activate(request: Request, domain: str, version: str,
     except Exception as e:  # noqa: BLE001 - the pool marked it failed; the active version keeps serving
         reg.manifest(domain, name)  # 404 if a DELETE removed it meanwhile
         raise RegistryError(f"cannot promote {model_id(domain, name)}: {e}") from e
-    warmed = await _warm_passages(request, domain, name)
+    warmed = await passages.warm_version(request.app.state, domain, name)
+    warmed = WarmReport(**warmed) if warmed is not None else None
     # sha256 verified again, the expectation checked under the lock
     name = await asyncio.to_thread(reg.promote, domain, name, None, expected)
     _changed(request, domain)
     return name, warmed
-
-
-async def _warm_passages(request: Request, domain: str, name: str) -> WarmReport | None:
-    """Embed the domain's most frequently shown, then registered, passages with a bi-encoder version
-    within the budget; past it the rest go to a background job and the promote goes ahead. A failure
-    here is logged and never stops the promote: requests compute what is not stored."""
-    settings, mid = request.app.state.settings, model_id(domain, name)
-    if _registry(request).manifest(domain, name).get("kind") != "bi-encoder":
-        return None  # a cross-encoder's input holds the query: nothing to embed ahead
-    start = time.monotonic()  # reading the impression log counts against the budget too
-    try:
-        seen = await asyncio.to_thread(request.app.state.store.frequent_passages, domain,
-                                       settings.promote_warm_passages)
-        registered = await asyncio.to_thread(lambda: list(PassageStore(settings.home).texts(domain)))
-        texts = list(dict.fromkeys(seen + registered))
-        out = await passages.warm(request.app.state.service.scorer, mid, texts,
-                                  settings.promote_warm_s - (time.monotonic() - start))
-    except Exception as e:  # noqa: BLE001
-        log.warning("warming %s's passages failed: %s", mid, e)
-        return None
-    rest = out.pop("rest")
-    job_id = passages.start_job(request.app.state, domain, [mid], rest, "promote") if rest else None
-    return WarmReport(**out, job_id=job_id)
 
 
 @router.post("/{domain}/rollback", response_model=ActiveVersion, dependencies=ADMIN,
