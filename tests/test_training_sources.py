@@ -1,6 +1,7 @@
 """Each training source parses a small real-shaped file; malformed input names file and line."""
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def test_position_bias_propensities_recovered_from_logs():
     assert len(est) == len(theta) and est[0] == 1.0
     # all ones (no correction) would miss by 0.9 at rank 10, a flat 1/2 by 0.5 at rank 1
     assert max(abs(e - t) for e, t in zip(est, theta)) < 0.08, (est, theta)
-    assert all(a >= b - 0.03 for a, b in zip(est, est[1:]))  # examination falls with rank
+    assert all(a >= b - 0.03 for a, b in itertools.pairwise(est))  # examination falls with rank
     assert stats["pairs_at_several_ranks"] > 100 and stats["impressions"] == len(logs)
 
 
@@ -170,7 +171,9 @@ def test_ipw_weights_over_represent_low_rank_clicks():
     weighted, stats = examples_from_impressions(logs, rules=rules)
     clicks = [r for imp in logs for r in imp["clicked"]]
     # the share of positives that come from a click at rank 6 or below
-    share = lambda ex: sum(e.meta["position"] >= 5 for e in ex if e.label > 0) / sum(e.label > 0 for e in ex)  # noqa: E731
+    def share(ex: list[Example]) -> float:
+        return sum(e.meta["position"] >= 5 for e in ex if e.label > 0) / sum(e.label > 0 for e in ex)
+
     assert share(weighted) > 1.5 * share(raw), (share(weighted), share(raw))
     assert stats["positives"] == raw_stats["positives"] == len(clicks)
     assert raw_stats["weighted_positives"] == len(clicks) < stats["weighted_positives"] <= 5 * len(clicks)
