@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,18 +137,6 @@ def wait_job(c: httpx.Client, job_id: str, timeout: float = 3600) -> dict:
             return rec
         time.sleep(5)
     raise SystemExit(f"job {job_id} still {rec['status']} after {timeout} s")
-
-
-def copy_version(reg: Registry, src: Path, domain: str) -> str:
-    """Publish a copy of a version dir (or the base's) as `domain`'s active version: the same files,
-    the same ranking."""
-    staged = reg.stage(domain)
-    for p in src.iterdir():
-        if p.is_file():
-            shutil.copy2(p, staged / p.name)
-    man = json.loads((src / "manifest.json").read_text())
-    man = {k: v for k, v in man.items() if k not in ("files", "domain", "version", "model_id")}
-    return reg.publish(domain, staged, man, activate=True)
 
 
 def await_model(c: httpx.Client, sim: Sim, domain: str, user: str, model: str, timeout: float = 120) -> None:
@@ -264,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-queries", type=int, default=None, help="SciFact train queries simulated (default all)")
     ap.add_argument("--test-queries", type=int, default=None, help="SciFact test queries for NDCG@10 (default all)")
     ap.add_argument("--phase1", type=int, default=2500, help="impressions before training (champion vs base)")
-    ap.add_argument("--budget", type=int, default=3000,
+    ap.add_argument("--budget", type=int, default=5000,
                     help="challenger impressions after which a test is inconclusive (the rule's maximum)")
     ap.add_argument("--look-every", type=int, default=100, help="impressions between two decide calls")
     ap.add_argument("--window", type=int, default=500, help="impressions per CTR-over-time point")
@@ -302,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
     rng = random.Random(7)
     with svc.service(None, args.port, home) as url, httpx.Client(base_url=url, timeout=600) as c:
         base_dir = next(p.parent for p in (home / "models" / "_base").glob("*/manifest.json"))
-        v1 = copy_version(reg, base_dir, DOMAIN)
+        v1 = reg.publish_dir(DOMAIN, base_dir, activate=True)  # same files, same ranking
         await_model(c, sim, DOMAIN, svc.domain_user(DOMAIN), model_id(DOMAIN, v1))
         log1: list[dict] = []
         traffic(c, sim, args.phase1, rng, cm, args.users, log1)
@@ -339,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
         table = {"base": fetch_rankings(c, sim, BASE_ONLY, "fetch")}
         user = svc.domain_user(FETCH)
         for kind, d in dirs.items():
-            version = copy_version(reg, d, FETCH)
+            version = reg.publish_dir(FETCH, d, activate=True)
             await_model(c, sim, FETCH, user, model_id(FETCH, version))
             table[kind] = fetch_rankings(c, sim, FETCH, user)
         ndcg = {"base": test_ndcg(base_dir, test, settings, lexical=True)}
@@ -364,8 +351,8 @@ def main(argv: list[str] | None = None) -> dict:
                 res = live_test(c, sim, trained[kind]["version"], rng, cm, args, headers)
                 # the live responses against the fetched table: the replays' exactness premise
                 fetched = {"v1": "v1", trained[kind]["version"]: kind}
-                checked = [r for r in res.pop("log") if r["model"].split("@")[1] in fetched
-                           if r["model"].startswith(DOMAIN + "@")]
+                checked = [r for r in res.pop("log")
+                           if r["model"].startswith(DOMAIN + "@") and r["model"].split("@")[1] in fetched]
                 res["rankings_matching_fetched"] = (round(float(np.mean(
                     [r["order"] == table[fetched[r["model"].split("@")[1]]][r["qid"]] for r in checked])), 4)
                     if checked else None)
