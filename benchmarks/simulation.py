@@ -1,6 +1,6 @@
 """Simulated users against a live service: clicks -> training jobs -> challengers -> the decision rule.
 
-    BENCH_BASE_DIR=... HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.simulation [--phase1 2500] [--budget 3000]
+    BENCH_BASE_DIR=... HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.simulation [--phase1 2500] [--budget 5000]
 
 1. A live service (benchmarks/service.py); domain `sim` gets a champion v1 (a copy of the served base model,
    neural only) which runs against the base (the same model fused with request-local BM25) at ab_split 0.5.
@@ -10,14 +10,16 @@
 3. Real training jobs through the train API: from the click logs raw and with the position-bias correction
    (click_position_bias "ipw"), and a deliberately worse model trained on shuffled labels (a labels file
    whose relevant passages belong to other queries).
-4. Each model's ranking of every simulated query is fetched ONCE from the live service (domain `simfetch`
-   serving a copy of that version; the base from a domain without versions), and its NDCG@10 on SciFact
-   test (BM25 top-k reranked) is measured with the published version dir, scored as served.
+4. Each model's ranking of every simulated query is computed ONCE from its published version dir, scored
+   exactly as a pool replica scores it (the same scorer class and options; its passage embeddings go to
+   the node's embedding store under the pool's keys, which also warms them for the live tests), and
+   checked against the live service's responses during the live loops; the same scorer gives its NDCG@10
+   on SciFact test (BM25 top-k reranked).
 5. One full live loop per challenger kind (worse, then better = ipw): POST challenger, traffic, POST decide
    every `look_every` impressions until the rule decides or the budget ends it.
 6. Seeded replays: a model's ranking for a fixed (query, candidates) is deterministic, so replaying seeded
    click streams (user -> arm by the service's own sticky assignment, examination, clicks, noise) over the
-   fetched rankings through the same decision rule (state/sequential.py) is exact for the click part;
+   table of rankings through the same decision rule (state/sequential.py) is exact for the click part;
    latency and errors are not simulated there (the live loops exercised the guardrails).
 Writes benchmarks/results/simulation.json.
 """
@@ -47,7 +49,7 @@ from training.bm25 import BM25Index
 from training.metrics import score_run
 from training.sources.beir import load_beir
 
-DOMAIN, FETCH, BASE_ONLY = "sim", "simfetch", "simbase"
+DOMAIN = "sim"
 
 
 @dataclass
@@ -149,23 +151,37 @@ def await_model(c: httpx.Client, sim: Sim, domain: str, user: str, model: str, t
     raise SystemExit(f"{domain} not served by {model} after {timeout} s")
 
 
-def fetch_rankings(c: httpx.Client, sim: Sim, domain: str, user: str) -> dict[str, list[str]]:
-    return {q: rerank(c, sim, q, user, domain)[1] for q in sim.queries}
-
-
-def test_ndcg(scorer_dir: Path | None, test: Sim, settings: Settings, lexical: bool = False) -> float:
-    """NDCG@10 on SciFact test, BM25 top-k reranked by the version dir as served (the base: fused with
-    request-local BM25 when `lexical`)."""
+def pool_scorer(version_dir: Path, settings: Settings, base: bool = False) -> Any:
+    """A version scored exactly as a pool replica scores it (scoring.scorer.VersionScorer with the pool's
+    options; the base with request-local BM25), its passage embeddings cached in the node's embedding store
+    under the keys the pool uses: scoring the simulated passages here also warms them for the live service.
+    A promote warms a new version with the domain's registered passages; a challenger gets no such warm-up,
+    and a cold challenger against a warm champion would fail the p95 latency guardrail on cache misses."""
+    from scoring.cache import EmbeddingCache
+    from scoring.embedding_store import EmbeddingStore
     from scoring.fusion import LocalLexical
-    from training.evaluate import version_scorer
+    from scoring.scorer import VersionScorer
 
-    extra = {"local_lexical": LocalLexical(**settings.base_lexical())} if lexical else {}
-    score = version_scorer(str(scorer_dir), threads=2, engine=settings.engine, max_length=settings.max_length,
-                           doc_tokens=settings.doc_tokens, **extra)
-    run = {}
-    for q, ids in test.cands.items():
-        run[q] = {d: float(s) for d, s in zip(ids, score(test.queries[q], [test.corpus[d] for d in ids]))}
-    return round(score_run(test.qrels, run, 10)["ndcg@10"], 4)
+    s = settings
+    cache = EmbeddingCache(256 << 20, EmbeddingStore(s.embedding_store_file, s.embedding_store_mb << 20))
+    return VersionScorer(version_dir, threads=2, max_length=s.max_length, batch_size=s.batch_size, engine=s.engine,
+                         doc_tokens=s.doc_tokens, window_overlap=s.window_overlap,
+                         window_aggregate=s.window_aggregate, cache=cache,
+                         local_lexical=LocalLexical(**s.base_lexical()) if base else None)
+
+
+def rankings(scorer: Any, sim: Sim) -> dict[str, list[str]]:
+    """query id -> its candidates best first, as the pool would rank them."""
+    out = {}
+    for q, ids in sim.cands.items():
+        scores = scorer.score(sim.queries[q], [sim.corpus[d] for d in ids]).scores
+        out[q] = [ids[i] for i in np.argsort(-np.asarray(scores), kind="stable")]
+    return out
+
+
+def ndcg10(order: dict[str, list[str]], sim: Sim) -> float:
+    run = {q: {d: float(len(ids) - i) for i, d in enumerate(ids)} for q, ids in order.items()}
+    return round(score_run(sim.qrels, run, 10)["ndcg@10"], 4)
 
 
 def replay(seed: int, table: dict[str, dict[str, list[str]]], champion: str, challenger: str, sim: Sim,
@@ -189,6 +205,16 @@ def replay(seed: int, table: dict[str, dict[str, list[str]]], champion: str, cha
             if d["outcome"] != CONTINUE:
                 return {"seed": seed, "outcome": d["outcome"], "impressions": i, "challenger_impressions": ch.n,
                         "ctr": {a: round(float(np.mean([r[2] is not None for r in v])), 4) for a, v in rows.items() if v}}
+
+
+def matching(log: list[dict], table: dict[str, dict[str, list[str]]], kinds: dict[str, str]) -> dict[str, float]:
+    """Per model: the share of live responses whose ranking equals the table's."""
+    out: dict[str, list[bool]] = {}
+    for r in log:
+        kind = kinds.get(r["model"])
+        if kind is not None:
+            out.setdefault(kind, []).append(r["order"] == table[kind][r["qid"]])
+    return {k: round(float(np.mean(v)), 4) for k, v in out.items()}
 
 
 def summarize_replays(runs: list[dict]) -> dict:
@@ -274,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "RERANKER_DATA_ROOTS": json.dumps([str(data_dir)]), "RERANKER_HOME": str(home)}
     settings = Settings()
     rule = DecisionRule.from_settings(settings)
-    reg = Registry(home / "models")
+    reg = Registry(settings.registry_root)
     headers = svc.admin_headers()
     out: dict[str, Any] = {"config": {**{k: v for k, v in vars(args).items() if k not in ("out", "cache")},
                                       "click_model": cm.__dict__, "rule": rule.__dict__,
@@ -288,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     rng = random.Random(7)
     with svc.service(None, args.port, home) as url, httpx.Client(base_url=url, timeout=600) as c:
-        base_dir = next(p.parent for p in (home / "models" / "_base").glob("*/manifest.json"))
+        base_dir = reg.base_dir(settings.base_model, settings.max_length, settings.builds_openvino)
         v1 = reg.publish_dir(DOMAIN, base_dir, activate=True)  # same files, same ranking
         await_model(c, sim, DOMAIN, svc.domain_user(DOMAIN), model_id(DOMAIN, v1))
         log1: list[dict] = []
@@ -321,17 +347,15 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {kind}: {rec['version']} dev NDCG@10 {trained[kind]['dev']}", flush=True)
         stage("training", training=trained, shuffled_label_rows=n_labels)
 
-        # each model's ranking of every simulated query, fetched once; NDCG@10 on test from its version dir
-        dirs = {"v1": reg.version_dir(DOMAIN, v1)} | {k: reg.version_dir(DOMAIN, t["version"]) for k, t in trained.items()}
-        table = {"base": fetch_rankings(c, sim, BASE_ONLY, "fetch")}
-        user = svc.domain_user(FETCH)
+        # each model's ranking of every simulated query, computed once as the pool computes it (checked
+        # against the live responses below), and its NDCG@10 on SciFact test (BM25 top-k reranked)
+        dirs = {"base": base_dir, "v1": reg.version_dir(DOMAIN, v1)}
+        dirs |= {k: reg.version_dir(DOMAIN, t["version"]) for k, t in trained.items()}
+        table, ndcg = {}, {}
         for kind, d in dirs.items():
-            version = reg.publish_dir(FETCH, d, activate=True)
-            await_model(c, sim, FETCH, user, model_id(FETCH, version))
-            table[kind] = fetch_rankings(c, sim, FETCH, user)
-        ndcg = {"base": test_ndcg(base_dir, test, settings, lexical=True)}
-        ndcg |= {kind: test_ndcg(d, test, settings) for kind, d in dirs.items()}
-        print(f"  test NDCG@10: {ndcg}", flush=True)
+            scorer = pool_scorer(d, settings, base=kind == "base")
+            table[kind], ndcg[kind] = rankings(scorer, sim), ndcg10(rankings(scorer, test), test)
+            print(f"  {kind}: test NDCG@10 {ndcg[kind]}", flush=True)
         stage("rankings", test_ndcg10=ndcg)
 
         # seeded replays over the fetched rankings, against the champion v1
@@ -349,13 +373,9 @@ def main(argv: list[str] | None = None) -> dict:
             for kind in ("worse", "ipw"):
                 print(f"live test: {kind} ({trained[kind]['version']}) challenges the champion", flush=True)
                 res = live_test(c, sim, trained[kind]["version"], rng, cm, args, headers)
-                # the live responses against the fetched table: the replays' exactness premise
-                fetched = {"v1": "v1", trained[kind]["version"]: kind}
-                checked = [r for r in res.pop("log")
-                           if r["model"].startswith(DOMAIN + "@") and r["model"].split("@")[1] in fetched]
-                res["rankings_matching_fetched"] = (round(float(np.mean(
-                    [r["order"] == table[fetched[r["model"].split("@")[1]]][r["qid"]] for r in checked])), 4)
-                    if checked else None)
+                # the live responses against the table: the replays' exactness premise
+                res["rankings_matching_table"] = matching(res.pop("log"), table, {
+                    "base": "base", model_id(DOMAIN, v1): "v1", model_id(DOMAIN, trained[kind]["version"]): kind})
                 live[kind] = res
                 print(f"  -> {res['outcome']} after {res['impressions']} impressions: {res['reasons']}", flush=True)
             active = reg.active_version(DOMAIN)
