@@ -1,6 +1,6 @@
 """Simulated users against a live service: clicks -> training jobs -> challengers -> the decision rule.
 
-    BENCH_BASE_DIR=... HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.simulation [--phase1 2500] [--budget 5000]
+    BENCH_BASE_DIR=... HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.simulation [--phase1 2000] [--budget 3000]
 
 1. A live service (benchmarks/service.py); domain `sim` gets a champion v1 (a copy of the served base model,
    neural only) which runs against the base (the same model fused with request-local BM25) at ab_split 0.5.
@@ -82,8 +82,11 @@ class Sim:
                 "user_id": user}
 
 
-def load_sim(split: str, k: int, max_queries: int | None, seed: int) -> Sim:
+def load_sim(split: str, k: int, max_queries: int | None, seed: int, max_chars: int) -> Sim:
+    """SciFact queries of a split with their BM25 top-k over the corpus, passages cut to max_chars (every
+    passage a single 256-token window: what keeps 2 CPU cores fast enough for thousands of impressions)."""
     data = load_beir(SCIFACT, split)
+    data.corpus = {d: t[:max_chars] for d, t in data.corpus.items()}
     index = BM25Index(data.corpus)
     qids = sorted(data.queries)
     if max_queries:
@@ -273,25 +276,26 @@ def shuffled_labels(log: list[dict], sim: Sim, path: Path, seed: int) -> int:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--k", type=int, default=20, help="BM25 candidates per query (all shown)")
-    ap.add_argument("--max-queries", type=int, default=None, help="SciFact train queries simulated (default all)")
-    ap.add_argument("--test-queries", type=int, default=None, help="SciFact test queries for NDCG@10 (default all)")
-    ap.add_argument("--phase1", type=int, default=2500, help="impressions before training (champion vs base)")
-    ap.add_argument("--budget", type=int, default=5000,
+    ap.add_argument("--k", type=int, default=10, help="BM25 candidates per query (all shown)")
+    ap.add_argument("--max-chars", type=int, default=1000, help="passages cut to this many characters")
+    ap.add_argument("--max-queries", type=int, default=150, help="SciFact train queries simulated (0: all)")
+    ap.add_argument("--test-queries", type=int, default=100, help="SciFact test queries for NDCG@10 (0: all)")
+    ap.add_argument("--phase1", type=int, default=2000, help="impressions before training (champion vs base)")
+    ap.add_argument("--budget", type=int, default=3000,
                     help="challenger impressions after which a test is inconclusive (the rule's maximum)")
     ap.add_argument("--look-every", type=int, default=100, help="impressions between two decide calls")
     ap.add_argument("--window", type=int, default=500, help="impressions per CTR-over-time point")
     ap.add_argument("--users", type=int, default=5000)
     ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--train-steps", type=int, default=60)
+    ap.add_argument("--train-steps", type=int, default=40)
     ap.add_argument("--eta", type=float, default=1.0, help="examination = 1/(rank+1)^eta")
     ap.add_argument("--noise", type=float, default=0.03)
     ap.add_argument("--no-live", action="store_true", help="skip the live champion/challenger loops")
     args = svc.own_service_args(ap, RESULTS / "simulation.json", argv)
     t_start = time.time()
     cm = ClickModel(eta=args.eta, noise=args.noise)
-    sim = load_sim("train", args.k, args.max_queries, 1)
-    test = load_sim("test", args.k, args.test_queries, 2)
+    sim = load_sim("train", args.k, args.max_queries, 1, args.max_chars)
+    test = load_sim("test", args.k, args.test_queries, 2, args.max_chars)
     print(f"{len(sim.queries)} train queries simulated, {len(test.queries)} test queries, top-{args.k}", flush=True)
     home = svc.fresh_home("reranker-bench-sim-")
     data_dir = home / "simdata"
@@ -317,6 +321,19 @@ def main(argv: list[str] | None = None) -> dict:
         base_dir = reg.base_dir(settings.base_model, settings.max_length, settings.builds_openvino)
         v1 = reg.publish_dir(DOMAIN, base_dir, activate=True)  # same files, same ranking
         await_model(c, sim, DOMAIN, svc.domain_user(DOMAIN), model_id(DOMAIN, v1))
+        # each model's ranking of every simulated query, computed once as the pool computes it (checked
+        # against the live responses below; it warms the passages for the service), and its NDCG@10 on
+        # SciFact test (BM25 top-k reranked)
+        table: dict[str, dict[str, list[str]]] = {}
+        ndcg: dict[str, float] = {}
+
+        def measure(kind: str, version_dir: Path) -> None:
+            scorer = pool_scorer(version_dir, settings, base=kind == "base")
+            table[kind], ndcg[kind] = rankings(scorer, sim), ndcg10(rankings(scorer, test), test)
+            print(f"  {kind}: test NDCG@10 {ndcg[kind]}", flush=True)
+
+        measure("base", base_dir)
+        measure("v1", reg.version_dir(DOMAIN, v1))
         log1: list[dict] = []
         traffic(c, sim, args.phase1, rng, cm, args.users, log1)
         stage("phase1", phase1={"impressions": len(log1), "ctr_over_time": ctr_windows(log1, args.window)})
@@ -330,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
         bodies = {"raw": {"search_logs": True, "config": {**cfg, "click_position_bias": "none"}},
                   "ipw": {"search_logs": True, "config": {**cfg, "click_position_bias": "ipw"}},
                   "worse": {"labels": [str(labels)], "config": {**cfg, "fusion": False}}}
-        jobs = {}
+        jobs, t_jobs = {}, time.time()
         for kind, body in bodies.items():
             r = c.post(f"/v1/domains/{DOMAIN}/train/reranker", json=body, headers=headers)
             r.raise_for_status()
@@ -340,22 +357,16 @@ def main(argv: list[str] | None = None) -> dict:
             rec = wait_job(c, job)
             if rec["status"] != "succeeded":
                 raise SystemExit(f"{kind} job failed: {rec.get('error')}")
-            trained[kind] = {"version": rec["version"].split("@")[1], "job": job, "seconds": rec.get("seconds"),
+            trained[kind] = {"version": rec["version"].split("@")[1], "job": job,
+                             "done_after_s": round(time.time() - t_jobs, 1),
                              "dev": {s: m.get("ndcg@10") for s, m in (rec.get("metrics") or {}).items()
                                      if isinstance(m, dict) and "ndcg@10" in m},
                              "search_logs": (rec.get("sources") or {}).get("search_logs")}
             print(f"  {kind}: {rec['version']} dev NDCG@10 {trained[kind]['dev']}", flush=True)
         stage("training", training=trained, shuffled_label_rows=n_labels)
 
-        # each model's ranking of every simulated query, computed once as the pool computes it (checked
-        # against the live responses below), and its NDCG@10 on SciFact test (BM25 top-k reranked)
-        dirs = {"base": base_dir, "v1": reg.version_dir(DOMAIN, v1)}
-        dirs |= {k: reg.version_dir(DOMAIN, t["version"]) for k, t in trained.items()}
-        table, ndcg = {}, {}
-        for kind, d in dirs.items():
-            scorer = pool_scorer(d, settings, base=kind == "base")
-            table[kind], ndcg[kind] = rankings(scorer, sim), ndcg10(rankings(scorer, test), test)
-            print(f"  {kind}: test NDCG@10 {ndcg[kind]}", flush=True)
+        for kind, t in trained.items():
+            measure(kind, reg.version_dir(DOMAIN, t["version"]))
         stage("rankings", test_ndcg10=ndcg)
 
         # seeded replays over the fetched rankings, against the champion v1
