@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--eta", type=float, default=1.0, help="examination = 1/(rank+1)^eta")
     ap.add_argument("--noise", type=float, default=0.03)
     ap.add_argument("--no-live", action="store_true", help="skip the live champion/challenger loops")
+    ap.add_argument("--no-fusion", action="store_true",
+                    help="the click-trained models without the lexical part (served: the fine-tuned neural model)")
     args = svc.own_service_args(ap, RESULTS / "simulation.json", argv)
     t_start = time.time()
     cm = ClickModel(eta=args.eta, noise=args.noise)
@@ -344,8 +346,9 @@ def main(argv: list[str] | None = None) -> dict:
                "max_ms_per_pair": 1e6, "max_lexical_overhead": 1e6, "max_ms_ratio_to_base": None}
         labels = data_dir / "shuffled_labels.jsonl"
         n_labels = shuffled_labels(log1, sim, labels, 3)
-        bodies = {"raw": {"search_logs": True, "config": {**cfg, "click_position_bias": "none"}},
-                  "ipw": {"search_logs": True, "config": {**cfg, "click_position_bias": "ipw"}},
+        clicks = {**cfg, "fusion": not args.no_fusion}
+        bodies = {"raw": {"search_logs": True, "config": {**clicks, "click_position_bias": "none"}},
+                  "ipw": {"search_logs": True, "config": {**clicks, "click_position_bias": "ipw"}},
                   "worse": {"labels": [str(labels)], "config": {**cfg, "fusion": False}}}
         jobs, t_jobs = {}, time.time()
         for kind, body in bodies.items():
