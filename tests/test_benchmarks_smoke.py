@@ -75,3 +75,27 @@ def test_overhead_script_compares_http_with_in_process(service, bench_cache, tmp
     for c in data["cases"].values():
         assert c["in_process_ms"] > 0 and c["http_ms"] > 0
         assert c["added_ms"] == pytest.approx(c["http_ms"] - c["in_process_ms"])
+
+
+def test_simulation_replays_decide_by_where_each_arm_ranks_the_relevant_passage():
+    """benchmarks/simulation.py's seeded replays (no service: the rankings are given): a challenger that
+    ranks the relevant passage first is promoted over a champion that ranks it last, the reverse is rejected,
+    and the same ranking on both arms is never promoted."""
+    from benchmarks.simulation import ClickModel, Sim, replay
+    from state.sequential import DecisionRule
+
+    qrels = {f"q{i}": {f"q{i}-rel": 1} for i in range(30)}
+    last = {q: [f"{q}-d{j}" for j in range(9)] + [f"{q}-rel"] for q in qrels}
+    table = {"last": last, "first": {q: docs[::-1] for q, docs in last.items()}, "base": last}
+    sim = Sim(queries={q: q for q in qrels}, qrels=qrels, cands=last, corpus={})
+    rule = DecisionRule(min_exposure=100, max_impressions=1500)
+    arm_shares = {"domain": 0.45, "challenger": 0.45, "base": 0.1}
+
+    def run(seed: int, champion: str, challenger: str) -> dict:
+        return replay(seed, table, champion, challenger, sim, ClickModel(), rule, arm_shares, users=500, look_every=50)
+
+    better, worse = [run(s, "last", "first") for s in range(3)], [run(s, "first", "last") for s in range(3)]
+    assert [r["outcome"] for r in better] == ["promote"] * 3 and [r["outcome"] for r in worse] == ["reject"] * 3
+    assert all(r["ctr"]["challenger"] > r["ctr"]["domain"] for r in better)
+    same = run(0, "last", "last")
+    assert same["outcome"] != "promote" and same["challenger_impressions"] >= 100

@@ -1,6 +1,7 @@
 """Each training source parses a small real-shaped file; malformed input names file and line."""
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from training.negatives import add_negatives
 from training.sources.beir import beir_examples, load_beir
 from training.sources.labels import load_labels
 from training.sources.ragas import load_ragas, supports
-from training.sources.search_logs import ClickRules, examples_from_impressions
+from training.sources.search_logs import ClickRules, estimate_propensities, examples_from_impressions
 from training.splits import split, subset
 
 
@@ -129,6 +130,67 @@ def test_search_logs_click_rules_plain_and_store_shape():
 def test_search_logs_missing_text_names_impression():
     with pytest.raises(SourceError, match=r"impression 1 \(request 'r1'\): shown item at position 0 has no doc_text"):
         examples_from_impressions([{"request_id": "r1", "query": "q", "shown": [{"position": 0}], "clicked": [0]}])
+
+
+def pbm_logs(seed: int, impressions: int, arms: int, queries: int = 120, depth: int = 10):
+    """Synthetic logs from a known position-based click model: examination 1/(rank+1), two relevant
+    passages per query (click probability 0.9 when examined), the rest clicked as noise (0.05); each query
+    has `arms` fixed rankings (the A/B arms), one drawn per impression."""
+    import random
+
+    rng = random.Random(seed)
+    theta = [1.0 / (r + 1) for r in range(depth)]
+    qs = []
+    for q in range(queries):
+        gamma = {f"q{q}d{i}": (0.9 if i < 2 else 0.05) for i in range(depth)}
+        qs.append((f"query {q}", gamma, [rng.sample(sorted(gamma), depth) for _ in range(arms)]))
+    logs = []
+    for n in range(impressions):
+        query, gamma, orders = rng.choice(qs)
+        order = rng.choice(orders)
+        logs.append({"request_id": f"r{n}", "query": query,
+                     "clicked": [r for r, d in enumerate(order) if rng.random() < theta[r] * gamma[d]],
+                     "shown": [{"position": r, "doc_id": d, "doc_text": f"text of {d}"} for r, d in enumerate(order)]})
+    return logs, theta
+
+
+def test_position_bias_propensities_recovered_from_logs():
+    logs, theta = pbm_logs(seed=3, impressions=10_000, arms=3)
+    est, stats = estimate_propensities(logs)
+    assert len(est) == len(theta) and est[0] == 1.0
+    # all ones (no correction) would miss by 0.9 at rank 10, a flat 1/2 by 0.5 at rank 1
+    assert max(abs(e - t) for e, t in zip(est, theta)) < 0.08, (est, theta)
+    assert all(a >= b - 0.03 for a, b in itertools.pairwise(est))  # examination falls with rank
+    assert stats["pairs_at_several_ranks"] > 100 and stats["impressions"] == len(logs)
+
+
+def test_ipw_weights_over_represent_low_rank_clicks():
+    logs, _ = pbm_logs(seed=4, impressions=4000, arms=2)
+    raw, raw_stats = examples_from_impressions(logs)
+    rules = ClickRules(position_bias="ipw", propensity_clip=0.2)
+    weighted, stats = examples_from_impressions(logs, rules=rules)
+    clicks = [r for imp in logs for r in imp["clicked"]]
+    # the share of positives that come from a click at rank 6 or below
+    def share(ex: list[Example]) -> float:
+        return sum(e.meta["position"] >= 5 for e in ex if e.label > 0) / sum(e.label > 0 for e in ex)
+
+    assert share(weighted) > 1.5 * share(raw), (share(weighted), share(raw))
+    assert stats["positives"] == raw_stats["positives"] == len(clicks)
+    assert raw_stats["weighted_positives"] == len(clicks) < stats["weighted_positives"] <= 5 * len(clicks)
+    props = stats["position_bias"]["propensities"]
+    assert stats["position_bias"]["method"] == "ipw" and props[0] == 1.0 and props[-1] < 0.3
+    assert [e.label for e in weighted if e.label == 0] == [e.label for e in raw if e.label == 0]  # negatives untouched
+
+
+def test_ipw_refused_where_position_and_relevance_cannot_be_told_apart():
+    logs, _ = pbm_logs(seed=5, impressions=500, arms=1)  # one ranking per query: every pair at one rank
+    with pytest.raises(SourceError, match="different ranks"):
+        examples_from_impressions(logs, rules=ClickRules(position_bias="ipw"))
+    assert TrainConfig.from_dict({"click_position_bias": "ipw"}).click_position_bias == "ipw"
+    assert ClickRules.from_config(TrainConfig()).position_bias == "none"  # the default: raw clicks
+    for bad in ({"click_position_bias": "yes"}, {"click_propensity_clip": 0}, {"click_propensity_clip": 2}):
+        with pytest.raises(ValueError):
+            TrainConfig.from_dict(bad)
 
 
 def test_negatives_never_a_known_positive_and_splits_are_query_level():

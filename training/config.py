@@ -67,6 +67,11 @@ class TrainConfig:
     max_ms_ratio_to_base: float | None = 1.5
     max_size_bytes: int = 1_000_000_000
     max_lexical_overhead: float = 0.10  # whole model's ms/pair <= (1 + this) x the neural part's
+    # search logs: "ipw" weights each click by 1 / the examination propensity of its rank, estimated from the
+    # domain's impressions by a position-based click model (training/sources/search_logs.py); propensities
+    # below click_propensity_clip count as it, so one click enters at most 1 / clip times
+    click_position_bias: Literal["none", "ipw"] = "none"
+    click_propensity_clip: float = 0.05
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "TrainConfig":
@@ -137,6 +142,7 @@ BOUNDS: dict[str, dict[str, Any]] = {
     "max_ms_ratio_to_base": {"gt": 0},
     "max_size_bytes": {"ge": 1},
     "max_lexical_overhead": {"ge": 0},
+    "click_propensity_clip": {"ge": 0.01, "le": 1},
 }
 
 

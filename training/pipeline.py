@@ -63,7 +63,8 @@ class Reporter:
     def loss(self, step: int, value: float) -> None: ...  # the trainer's logged training loss
 
 
-def load_sources(spec: DataSpec, domain: str, db_url: str) -> tuple[list[Example], dict, dict]:
+def load_sources(spec: DataSpec, domain: str, db_url: str,
+                 cfg: TrainConfig | None = None) -> tuple[list[Example], dict, dict]:
     """All examples, per-source stats, and the corpus (doc id -> text) negatives are mined from."""
     from training.sources.beir import beir_examples, load_beir
     from training.sources.labels import load_labels
@@ -92,12 +93,13 @@ def load_sources(spec: DataSpec, domain: str, db_url: str) -> tuple[list[Example
 
         store = Store(db_url)
         try:
-            for name, read in (("search_logs", search_logs.examples_from_store),
-                               ("expert_labels", stored_labels.examples_from_store)):
-                if getattr(spec, name):
-                    ex, st = read(store, domain)
-                    examples += ex
-                    stats[name] = st
+            if spec.search_logs:
+                ex, stats["search_logs"] = search_logs.examples_from_store(
+                    store, domain, search_logs.ClickRules.from_config(cfg or TrainConfig()))
+                examples += ex
+            if spec.expert_labels:
+                ex, stats["expert_labels"] = stored_labels.examples_from_store(store, domain)
+                examples += ex
         finally:
             store.close()
     if not examples:
@@ -211,7 +213,7 @@ def base_ms_per_pair(settings: Settings, cfg: TrainConfig) -> float | None:
 
 def prepare(domain: str, spec: DataSpec, cfg: TrainConfig, settings: Settings, rep: Reporter) -> Prepared:
     rep.stage("load")
-    examples, stats, corpus = load_sources(spec, domain, settings.database_url)
+    examples, stats, corpus = load_sources(spec, domain, settings.database_url, cfg)
     if cfg.max_queries:
         keep = set(subset(sorted({e.query_id for e in examples}), cfg.max_queries, cfg.seed))
         examples = [e for e in examples if e.query_id in keep]
