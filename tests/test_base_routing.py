@@ -167,7 +167,8 @@ def test_german_and_japanese_go_to_e5_english_to_minilm(routed, service, setting
     # the English answer is today's: the same base at the same weights as the session's (routing off) app
     with service.client() as c:
         today = c.post(f"/rerank?domain={domain}", json=REQUESTS["en"]).json()
-    np.testing.assert_allclose(by_index(answers["en"]), by_index(today), atol=1e-3)
+    # (within int8 noise: the query is embedded in a batch of another width when the passages are cached)
+    np.testing.assert_allclose(by_index(answers["en"]), by_index(today), atol=0.01)
     # the German answer is e5's, not MiniLM's: other scores, and the relevant document first
     with service.client() as c:
         minilm_de = c.post(f"/rerank?domain={domain}", json=REQUESTS["de"]).json()
