@@ -148,12 +148,12 @@ class VersionScorer:
             for row, i in enumerate(idx):
                 e, n = encs[i], len(encs[i].ids)
                 feed["input_ids"][row, :n] = e.ids
-            if self.id_map is not None:
-                feed["input_ids"] = self.id_map[feed["input_ids"]].astype(np.int64)
                 if "attention_mask" in feed:
                     feed["attention_mask"][row, :n] = 1
                 if "token_type_ids" in feed:
                     feed["token_type_ids"][row, :n] = e.type_ids
+            if self.id_map is not None:  # a pruned vocabulary: tokenizer ids -> rows of the smaller table
+                feed["input_ids"] = self.id_map[feed["input_ids"]].astype(np.int64)
             yield idx, feed
 
     def _run(self, encs: list[Encoding], stop: Callable[[], bool] | None = None) -> np.ndarray:
