@@ -6,6 +6,7 @@ model, then N domain versions (VersionScorer, arena off), and answer one request
 tokens each.
 
     .venv/bin/python -m benchmarks.pool_memory [--counts 1 2 8] [--engines onnxruntime openvino]
+        [--version-dir DIR] [--out benchmarks/results/pool_memory.json]
 """
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def main() -> None:
     ap.add_argument("--counts", type=int, nargs="+", default=[1, 2, 8])
     ap.add_argument("--engines", nargs="+", default=["onnxruntime", "openvino"])
     ap.add_argument("--version-dir", help="default: the base model (built with both engines if missing)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "pool_memory.json")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -72,7 +74,7 @@ def main() -> None:
             r = rows[-1]
             print(f"{engine}, {n} models: RSS {r['rss_mb']:.0f} MB (base only {r['rss_mb_base']:.0f} MB,"
                   f" +{r['per_model_mb']:.0f} MB/model), cold load {r['cold_load_s_median'] * 1000:.0f} ms")
-    save(RESULTS / "pool_memory.json", {"version_dir": vdir, "rows": rows})
+    save(args.out, {"version_dir": Path(vdir).name, "rows": rows})
 
 
 if __name__ == "__main__":

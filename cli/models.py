@@ -163,7 +163,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("build-base")
     def build_base() -> None:
-        """Export the base model to ONNX int8 (done automatically on first `make serve`)."""
+        """Export the base model to ONNX int8, and the multilingual base when one is configured (done
+        automatically on first `make serve`)."""
         from exporters.base_model import ensure_base
 
-        typer.echo(ensure_base(_settings()))
+        s = _settings()
+        for model in filter(None, (s.base_model, s.multilingual_base)):
+            typer.echo(ensure_base(s, model))

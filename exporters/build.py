@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from exporters import checks, onnx_export, openvino_export, quantize
+import numpy as np
+
+from exporters import checks, onnx_export, openvino_export, quantize, vocabulary
 from exporters.source import ModelSource, load, prompts_of, resolve
-from scoring.files import CONFIG, FUSION, LEXICAL_STATS, MANIFEST, MODEL_ONNX, OPENVINO_PRECISION
+from scoring.files import CONFIG, FUSION, LEXICAL_STATS, MANIFEST, MODEL_ONNX, OPENVINO_PRECISION, VOCAB_MAP
 from scoring.fusion import Fusion
 from scoring.lexical import LexicalStats
 from scoring.scorer import VersionScorer
@@ -29,13 +31,16 @@ def build_version(source: str | ModelSource, out_dir: Path, *, max_length: int =
                   pairs: list[checks.Pair] | None = None, rule: checks.ParityRule = checks.ParityRule(),
                   limits: checks.Limits = checks.Limits(), extra: dict[str, Any] | None = None,
                   openvino: bool = False, lexical: LexicalStats | None = None, fusion: Fusion | None = None,
-                  progress: Progress = no_progress) -> dict[str, Any]:
+                  vocabulary_texts: Iterable[str] | None = None, progress: Progress = no_progress) -> dict[str, Any]:
     """Write model.onnx, tokenizer files, config.json and manifest.json into out_dir. model.onnx is the
     first rung of the export ladder (quantize.LADDER: int8 recipes, then fp16, then fp32) that keeps
     parity within `limits`; the manifest records every rung tried. With `openvino`, also
     openvino_model.xml/.bin when it passes the same parity check: static int8 beside an int8 rung, the IR
     at the rung's format beside a wider one. With `lexical` and `fusion`, a hybrid model: lexical.json.gz
     and fusion.json, and the parity and latency checks measure the whole model (neural + lexical + fusion).
+    With `vocabulary_texts` (a bi-encoder's domain texts), the embedding table keeps only the pieces they
+    use, and vocab_map.npy maps the others to <unk> (exporters/vocabulary.py): parity then compares the
+    pruned torch model with its export; what pruning costs is the dev split's to say.
 
     Raises ExportError if no rung keeps parity. Returns the manifest (without version: the registry adds it).
     """
@@ -46,6 +51,9 @@ def build_version(source: str | ModelSource, out_dir: Path, *, max_length: int =
     step("load")
     model = load(src, max_length)
     manifest = _describe(model, src, max_length, out_dir) | (extra or {})
+    if vocabulary_texts is not None:
+        id_map, manifest["vocabulary"] = vocabulary.prune(model, vocabulary_texts)
+        np.save(out_dir / VOCAB_MAP, id_map, allow_pickle=False)
     if (lexical is None) != (fusion is None):
         raise ValueError("a hybrid model needs both lexical statistics and fusion weights")
     if lexical is not None and fusion is not None:
@@ -58,7 +66,8 @@ def build_version(source: str | ModelSource, out_dir: Path, *, max_length: int =
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         step("export")
-        onnx_export.export_onnx(model, src.kind, fp32)
+        with vocabulary.exporting(model):
+            onnx_export.export_onnx(model, src.kind, fp32)
         ladder = _Ladder(model, src.kind, fp32, out_dir, manifest, pairs, rule, threads, openvino, step)
         scorer, served = ladder.climb(limits)
         if openvino and manifest["precision"] == "int8":

@@ -16,6 +16,9 @@ MANIFEST = "manifest.json"  # kind, metrics, sha256 of every other file
 # fusion weights; a version ships both or neither
 LEXICAL_STATS = "lexical.json.gz"
 FUSION = "fusion.json"
+# a version whose embedding table keeps only its domain's pieces (exporters/vocabulary.py): the tokenizer's
+# id -> the table's row (unseen pieces -> <unk>'s row), int32, applied by the scorer before inference
+VOCAB_MAP = "vocab_map.npy"
 
 REQUIRED = (MODEL_ONNX, TOKENIZER, MANIFEST)  # what a version must ship to be published
 

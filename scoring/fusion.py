@@ -77,14 +77,27 @@ SAMPLE_CHARS = 300  # per document, for the request's language
 class LocalLexical:
     """How a model without domain statistics (the base) fuses BM25 over the request's own documents:
     `weight` for a language the model covers, `weight_uncovered` for any other (an English-only
-    bi-encoder on Japanese is close to noise, so BM25 should lead there). languages=None: all covered."""
+    bi-encoder on Japanese is close to noise, so BM25 should lead there). languages=None: all covered.
+    per_language: (language, weight) pairs that override both (the multilingual base on Japanese)."""
     weight: float = 0.35
     weight_uncovered: float = 0.7
     languages: frozenset[str] | None = frozenset({"en"})
+    per_language: tuple[tuple[str, float], ...] = ()
 
     def weight_for(self, language: str) -> float:
+        own = dict(self.per_language).get(language)
+        if own is not None:
+            return own
         covered = self.languages is None or language in self.languages
         return self.weight if covered else self.weight_uncovered
+
+
+def request_language(query: str, texts: list[str]) -> str:
+    """The language of one request (query and documents): what picks the base that answers it
+    (serving/base_routing.py) and the request-local fusion weight, over the same sample: the head of
+    each text, so every document has its say, and a request of 50 long passages costs ~1 ms here instead
+    of ~7 (20k characters from the first few)."""
+    return detect_language([query, *(t[:SAMPLE_CHARS] for t in texts)], max_chars=8_000)
 
 
 class LexicalPart:
@@ -112,9 +125,7 @@ class LexicalPart:
             return self.domain(query, texts), self.fusion.weights
         if self.local is None:
             return None
-        # the head of each text: every document has its say, and a request of 50 long passages costs
-        # ~1 ms here instead of ~7 (20k characters from the first few)
-        language = detect_language([query, *(t[:SAMPLE_CHARS] for t in texts)], max_chars=8_000)
+        language = request_language(query, texts)
         w = self.local.weight_for(language)
         if w <= 0:
             return None

@@ -22,7 +22,7 @@ from tokenizers import Encoding, Tokenizer
 from scoring.cache import EmbeddingCache, entry_key, version_identity
 from scoring.engines import OnnxRuntimeEngine, OpenVinoEngine
 from scoring.files import (FUSION, LEXICAL_STATS, MANIFEST, MODEL_ONNX, OPENVINO_BIN, OPENVINO_PRECISION,
-                           OPENVINO_XML, TOKENIZER, Engine)
+                           OPENVINO_XML, TOKENIZER, VOCAB_MAP, Engine)
 from scoring.fusion import Fusion, LexicalPart, LocalLexical, fuse
 from scoring.lexical import LexicalStats
 from scoring.windows import Prompts, Windower, aggregate
@@ -108,6 +108,9 @@ class VersionScorer:
         self.windows = Windower(Tokenizer.from_file(str(self.dir / TOKENIZER)), self.kind,
                                 min(max_length, int(self.manifest.get("max_length", max_length))), window_overlap)
         self.pad_id = int(self.manifest.get("pad_token_id", 0))
+        # a pruned vocabulary (exporters/vocabulary.py): tokenizer ids -> rows of the model's smaller table
+        self.id_map = (np.load(self.dir / VOCAB_MAP, allow_pickle=False) if (self.dir / VOCAB_MAP).is_file()
+                       else None)
         self.prompts = Prompts.from_manifest(self.manifest)  # what the neural part reads; BM25 reads the text
         self.hybrid = hybrid and (self.dir / LEXICAL_STATS).is_file()
         self.lexical = (LexicalPart(LexicalStats.load(self.dir / LEXICAL_STATS), Fusion.load(self.dir / FUSION))
@@ -150,6 +153,8 @@ class VersionScorer:
                     feed["attention_mask"][row, :n] = 1
                 if "token_type_ids" in feed:
                     feed["token_type_ids"][row, :n] = e.type_ids
+            if self.id_map is not None:  # a pruned vocabulary: tokenizer ids -> rows of the smaller table
+                feed["input_ids"] = self.id_map[feed["input_ids"]].astype(np.int64)
             yield idx, feed
 
     def _run(self, encs: list[Encoding], stop: Callable[[], bool] | None = None) -> np.ndarray:

@@ -25,6 +25,7 @@ class Arm:
     variant: str  # DOMAIN | CHALLENGER | BASE
     model_id: str  # "legal@v7" | "base"
     reason: str | None = None  # why the base answers when the domain was asked for
+    language: str | None = None  # detected over the request when base routing chose the base (base_routing.py)
 
 
 def bucket(domain: str, user_key: str) -> float:

@@ -18,18 +18,19 @@ from state.registry import Registry
 from state.settings import Settings
 
 
-def base_dir(settings: Settings) -> Path:
-    """The base model's version dir, exported on first start by `python -m exporters.base_model`.
+def base_dir(settings: Settings, model: str | None = None) -> Path:
+    """The base model's version dir (or another base's: the multilingual one), exported on first start by
+    `python -m exporters.base_model`.
 
     A child process keeps torch (needed only for the export) out of the serving processes; when the
     dir exists (every later start) nothing is spawned, which keeps start-up fast.
     """
-    built = Registry(settings.registry_root).base_dir(settings.base_model, settings.max_length,
-                                                      settings.builds_openvino)
+    model = model or settings.base_model
+    built = Registry(settings.registry_root).base_dir(model, settings.max_length, settings.builds_openvino)
     if (built / MANIFEST).is_file():
         return built
     # stderr passes through: the first start shows the export's progress in the serve log
-    out = subprocess.run([sys.executable, "-m", "exporters.base_model"], check=True, stdout=subprocess.PIPE,
+    out = subprocess.run([sys.executable, "-m", "exporters.base_model", model], check=True, stdout=subprocess.PIPE,
                          text=True, env={**os.environ, **settings.to_env(), "HF_HUB_OFFLINE": "1"})
     return Path(out.stdout.strip().splitlines()[-1])
 
@@ -43,7 +44,9 @@ def compose(settings: Settings) -> Application:
     settings.home.mkdir(parents=True, exist_ok=True)
     runtime_env = {"env_vars": {"HF_HUB_OFFLINE": "1"}}
     pool = pool_deployment(settings).options(ray_actor_options=actor_options(
-        settings.pool_num_cpus, settings.pool_resources, runtime_env)).bind(settings, str(base_dir(settings)))
+        settings.pool_num_cpus, settings.pool_resources, runtime_env)).bind(
+            settings, str(base_dir(settings)),
+            str(base_dir(settings, settings.multilingual_base)) if settings.multilingual_base else None)
     # Beyond max_queued_requests waiting at the HTTP proxy, Serve itself answers 503 + Retry-After.
     return Ingress.options(num_replicas=settings.ingress_replicas,
                            max_ongoing_requests=settings.ingress_max_ongoing_requests,

@@ -6,12 +6,14 @@
   no domain, so `?domain=`, the body's `domain` or the default domain decide;
 - any other name must be a domain id and names that domain (a domain whose id starts with `rerank-`
   is reached with the `domain:` form);
+- `base:multilingual` names the multilingual base of base routing (serving/base_routing.py), not a
+  domain: the domain comes from `?domain=`, `domain` or the default, and that base answers;
 - a `model` that names one domain while `?domain=` / `domain` name another is refused (422), never
   resolved by picking one.
 """
 from __future__ import annotations
 
-from state.ids import InvalidId, validate_domain
+from state.ids import MULTILINGUAL_BASE_ID, InvalidId, validate_domain
 
 DOMAIN_PREFIX = "domain:"
 COHERE_PREFIX = "rerank-"
@@ -23,7 +25,7 @@ class ModelNameError(ValueError):
 
 def domain_of(model: str | None) -> str | None:
     """The domain `model` names, or None when it names none (absent, or a Cohere model id)."""
-    if model is None:
+    if model is None or model == MULTILINGUAL_BASE_ID:
         return None
     if model.startswith(DOMAIN_PREFIX):
         name = model[len(DOMAIN_PREFIX):]
@@ -34,8 +36,8 @@ def domain_of(model: str | None) -> str | None:
     try:
         return validate_domain(name)
     except InvalidId:
-        raise ModelNameError(f"{model!r} is neither a domain id ({DOMAIN_PREFIX}<id> or <id>, see GET /v1/models) "
-                             f"nor a Cohere model id ({COHERE_PREFIX}...)") from None
+        raise ModelNameError(f"{model!r} is neither a domain id ({DOMAIN_PREFIX}<id> or <id>, see GET /v1/models), "
+                             f"a Cohere model id ({COHERE_PREFIX}...) nor {MULTILINGUAL_BASE_ID!r}") from None
 
 
 def choose_domain(model: str | None, explicit: str | None, default: str) -> str:

@@ -23,7 +23,7 @@ from scoring.embedding_store import EmbeddingStore
 from scoring.fusion import LocalLexical
 from scoring.scorer import Scored, Stopped, TooManyTokens, VersionScorer
 from serving import overload
-from state.ids import BASE_MODEL_ID, split_model_id
+from state.ids import BASE_MODEL_ID, MULTILINGUAL_BASE_ID, split_model_id
 from state.registry import Registry
 from state.settings import Settings
 
@@ -37,12 +37,18 @@ class ModelLoadError(RuntimeError):
 class PoolCore:
     """Everything the deployment does, minus Ray: load versions (marking failures), score."""
 
-    def __init__(self, settings: Settings, base_dir: Path | str):
+    def __init__(self, settings: Settings, base_dir: Path | str, multilingual_dir: Path | str | None = None):
         self.settings = settings
         self.registry = Registry(settings.registry_root)
         self.cache = _embedding_cache(settings)
         # the base fuses BM25 over the request's own documents; domain versions bring their own statistics
         self.base = self._open(base_dir, LocalLexical(**settings.base_lexical()))
+        # base routing's second base (serving/base_routing.py), with its own request-local fusion weights
+        self.bases = {"": self.base, BASE_MODEL_ID: self.base}
+        if multilingual_dir is not None:
+            self.bases[MULTILINGUAL_BASE_ID] = self._open(
+                multilingual_dir, LocalLexical(**settings.multilingual_base_lexical()))
+            self.bases[MULTILINGUAL_BASE_ID].label = MULTILINGUAL_BASE_ID
 
     def _open(self, version_dir: Path | str, local_lexical: LocalLexical | None = None) -> VersionScorer:
         s = self.settings
@@ -97,8 +103,8 @@ def pool_deployment(settings: Settings):
                       max_ongoing_requests=settings.pool_max_ongoing_requests,
                       max_queued_requests=settings.pool_max_queued_requests)
     class RerankerPool:
-        def __init__(self, settings: Settings, base_dir: str):
-            self.core = PoolCore(settings, base_dir)
+        def __init__(self, settings: Settings, base_dir: str, multilingual_dir: str | None = None):
+            self.core = PoolCore(settings, base_dir, multilingual_dir)
 
         @serve.multiplexed(max_num_models_per_replica=settings.max_models_per_replica)
         async def get_model(self, model_id: str) -> VersionScorer:
@@ -115,7 +121,8 @@ def pool_deployment(settings: Settings):
             return await asyncio.to_thread(model.embed, documents)
 
         async def _model(self, model_id: str) -> VersionScorer:
-            return self.core.base if model_id in ("", BASE_MODEL_ID) else await self.get_model(model_id)
+            base = self.core.bases.get(model_id)
+            return base if base is not None else await self.get_model(model_id)
 
         async def score(self, query: str, documents: list[str], max_tokens_per_doc: int | None,
                         truncate: bool = False, budget_s: float | None = None) -> Scored:

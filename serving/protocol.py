@@ -65,7 +65,8 @@ class RerankRequest(BaseModel):
                           "RERANKER_MAX_DOC_TOKENS). The document's score is its best window's.")
     return_documents: StrictBool = False
     model: str | None = Field(None, description="A domain id or 'domain:<id>' selects that domain; a Cohere model id "
-                                                "(rerank-...) selects nothing (domain / ?domain= / default decide).")
+                                                "(rerank-...) selects nothing (domain / ?domain= / default decide); "
+                                                "'base:multilingual' has the multilingual base answer.")
     domain: str | None = Field(None, pattern=DOMAIN_RE.pattern, description="Used when ?domain= is absent.")
     user_id: str | None = Field(None, max_length=USER_KEY_LEN,
                                 description="Sticky A/B key; else X-User-Id / X-Session-Id headers.")
@@ -125,6 +126,8 @@ class RerankMeta(BaseModel):
     truncated_documents: int = Field(description="Documents cut at max_tokens_per_doc (TEI: at the model's length).")
     latency_ms: float
     reason: str | None = Field(None, description="Why the base answered a domain that has a model.")
+    language: str | None = Field(None, description="Base routing: the language detected over the request, which "
+                                 "chose the base that answered (`model`: 'base' or 'base:multilingual').")
     fused: bool | None = Field(None, description="True: each relevance_score is the sigmoid of a weighted sum "
                                "of the neural and the BM25 score, each z-normalised over this request's "
                                "documents (comparable within this response only).")

