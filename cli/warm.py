@@ -2,8 +2,8 @@
 `reranker challenger`): the same warm-up the HTTP promote runs through the pool (serving/passages.py),
 here in-process on the node's embedding store, which the pool replicas of this node read.
 
-The domain's most frequently shown, then registered, passages are embedded for at most RERANKER_PROMOTE_WARM_S; past
-it the command goes ahead and requests compute the rest. Another node has its own store: run the command
+The domain's most frequently shown, then registered, passages are embedded for at most
+RERANKER_PROMOTE_WARM_S; past it the command goes ahead and requests compute the rest. Another node has its own store: run the command
 there, or promote over HTTP.
 """
 from __future__ import annotations
@@ -38,7 +38,11 @@ def warm_version(settings: Settings, domain: str, name: str,
         if scorer.cache is None:
             return None  # a cross-encoder's input holds the query: nothing to embed ahead
         start = time.monotonic()
-        texts = texts_to_warm(Store(settings.database_url), settings, domain)
+        events = Store(settings.database_url)
+        try:
+            texts = texts_to_warm(events, settings, domain)
+        finally:
+            events.close()
         done = computed = 0
         while done < len(texts) and time.monotonic() - start < settings.promote_warm_s:
             chunk = texts[done:done + CHUNK]
