@@ -3,8 +3,8 @@
 Deploys the config file as `serve run` does (the whole file: http options, proxy location, every
 application and its per-deployment overrides), then stops gracefully on SIGTERM (systemd, Docker,
 Kubernetes) or SIGINT (Ctrl-C): the ingress answers new requests 503 + Retry-After while the ones in
-flight finish (at most RERANKER_DRAIN_GRACE_S), then Serve shuts down and the impression loggers
-flush (serving/drain.py). A second signal skips the wait. `serve run serve_config.yaml` still works,
+flight finish (at most RERANKER_DRAIN_GRACE_S) and for RERANKER_DRAIN_LINGER_S after, then Serve
+shuts down and the impression loggers flush (serving/drain.py). A second signal skips the wait. `serve run serve_config.yaml` still works,
 without the drain: Ray's CLI aborts on SIGTERM and cuts requests in flight on SIGINT.
 """
 from __future__ import annotations
@@ -104,8 +104,12 @@ def main(argv: list[str] | None = None) -> int:
             shown = state
     t0 = time.monotonic()
     finished = drain(switches, settings.drain_grace_s, second)
-    log.info("drained in %.1f s (%s); shutting Serve down", time.monotonic() - t0,
-             "every request in flight answered" if finished else "grace period over")
+    log.info("drained in %.1f s (%s); refusing new requests for %g s more, then shutting Serve down",
+             time.monotonic() - t0, "every request in flight answered" if finished else "grace period over",
+             settings.drain_linger_s)
+    # a client answered at the end of the drain and asking again at once gets a 503 + Retry-After (its
+    # cue to go elsewhere) instead of a connection cut by the shutdown
+    second.wait(settings.drain_linger_s)
     serve.shutdown()
     log.info("stopped")
     return 0

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     # Graceful stop (serving/main.py, on SIGTERM or SIGINT): new requests get 503 while the ones in
     # flight finish, for at most drain_grace_s; then the deployments stop and impressions flush.
     drain_grace_s: float = Field(20.0, ge=0)
+    # ... and new requests keep getting 503 this long after those finished, so a client answered at the
+    # drain's end that asks again at once is refused politely rather than cut by the shutdown
+    drain_linger_s: float = Field(2.0, ge=0)
     # Custom Ray resources each replica asks for (JSON, e.g. '{"reranker_pool": 1}'): on a cluster whose
     # nodes were started with `ray start --resources`, they pin the pool and the ingress to those nodes.
     pool_resources: dict[str, float] = Field(default_factory=dict)
