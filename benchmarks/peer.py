@@ -56,8 +56,8 @@ def register(url: str, texts: list[str]) -> dict[str, Any]:
     r = httpx.post(f"{url}/v1/domains/{DOMAIN}/passages", content=body, headers=svc.admin_headers(), timeout=300)
     r.raise_for_status()
     job_id = r.json()["job_id"]
-    while (job := httpx.get(f"{url}/v1/jobs/{job_id}").json())["status"] not in ("succeeded", "failed", "cancelled"):
-        time.sleep(1)
+    with httpx.Client(base_url=url) as c:
+        job = svc.wait_job(c, job_id, poll_s=1)
     return {"status": job["status"], "seconds": round(time.perf_counter() - t0, 1), "progress": job["progress"],
             "metrics": job["metrics"]}
 

@@ -146,3 +146,14 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=8123)
     _serve(ap.parse_args().port)
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout: float = 3600, poll_s: float = 5) -> dict:
+    """A job's record once it has ended (GET /v1/jobs/{id}); SystemExit past `timeout`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rec = client.get(f"/v1/jobs/{job_id}").json()
+        if rec["status"] in ("succeeded", "failed", "cancelled"):
+            return rec
+        time.sleep(poll_s)
+    raise SystemExit(f"job {job_id} still {rec['status']} after {timeout} s")

@@ -134,16 +134,6 @@ def ctr_windows(log: list[dict], every: int) -> list[dict]:
     return out
 
 
-def wait_job(c: httpx.Client, job_id: str, timeout: float = 3600) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        rec = c.get(f"/v1/jobs/{job_id}").json()
-        if rec["status"] in ("succeeded", "failed", "cancelled"):
-            return rec
-        time.sleep(5)
-    raise SystemExit(f"job {job_id} still {rec['status']} after {timeout} s")
-
-
 def await_model(c: httpx.Client, sim: Sim, domain: str, user: str, model: str, timeout: float = 120) -> None:
     qid = next(iter(sim.queries))
     deadline = time.time() + timeout
@@ -357,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
             jobs[kind] = r.json()["job_id"]
         trained = {}
         for kind, job in jobs.items():
-            rec = wait_job(c, job)
+            rec = svc.wait_job(c, job)
             if rec["status"] != "succeeded":
                 raise SystemExit(f"{kind} job failed: {rec.get('error')}")
             trained[kind] = {"version": rec["version"].split("@")[1], "job": job,
