@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from fastapi.testclient import TestClient
 
+from state import spill
 from state.store import ImpressionEvent, ShownPassage, Store
 from tests.test_ab_serve import store  # noqa: F401 - the fixture: the service's own store
 
@@ -97,13 +98,16 @@ def test_three_arms_decision_kill_switch_and_timeline(service, settings, store):
         assert c.post("/v1/autopilot/run", headers=service.admin).json()["actions"] == [
             {"domain": None, "action": "none", "reason": "the kill switch is on"}]
         assert c.put("/v1/autopilot/kill", json={"killed": False}, headers=service.admin).json()["killed"] is False
-        settings.spill_path.write_text('{"request_id": "pending"}\n')
-        try:
-            assert c.get("/v1/autopilot").json()["spill_backlog"] is True
-            assert c.post(f"/v1/domains/{DOMAIN}/decide", json={}, headers=service.admin).status_code == 409
-            assert "spilling" in c.post("/v1/autopilot/run", headers=service.admin).json()["actions"][0]["reason"]
-        finally:
-            settings.spill_path.unlink()
+        # held replay lock: the replicas' background replay (serving/replayer.py) leaves the file alone, as it
+        # does while another replica replays; without it the replay may store the line before the checks
+        with spill._one_replay(settings.spill_path, wait=True):
+            settings.spill_path.write_text('{"request_id": "pending"}\n')
+            try:
+                assert c.get("/v1/autopilot").json()["spill_backlog"] is True
+                assert c.post(f"/v1/domains/{DOMAIN}/decide", json={}, headers=service.admin).status_code == 409
+                assert "spilling" in c.post("/v1/autopilot/run", headers=service.admin).json()["actions"][0]["reason"]
+            finally:
+                settings.spill_path.unlink()
 
         # withdrawn by hand, then tested afresh: the new test counts only what comes after it (the
         # requests above, never clicked, would otherwise make the clicked ones below look like a drift)
