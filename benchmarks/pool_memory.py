@@ -6,7 +6,7 @@ model, then N domain versions (VersionScorer, arena off), and answer one request
 tokens each.
 
     .venv/bin/python -m benchmarks.pool_memory [--counts 1 2 8] [--engines onnxruntime openvino]
-        [--version-dir DIR] [--out benchmarks/results/pool_memory.json]
+        [--version-dir DIR [DIR ...]] [--out benchmarks/results/pool_memory.json]
 """
 from __future__ import annotations
 
@@ -52,29 +52,33 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--counts", type=int, nargs="+", default=[1, 2, 8])
     ap.add_argument("--engines", nargs="+", default=["onnxruntime", "openvino"])
-    ap.add_argument("--version-dir", help="default: the base model (built with both engines if missing)")
+    ap.add_argument("--version-dir", nargs="+",
+                    help="one or more version dirs, measured side by side in one run (e5 whole and pruned); "
+                         "default: the base model (built with both engines if missing)")
     ap.add_argument("--out", type=Path, default=RESULTS / "pool_memory.json")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]), args.child[2])))
         return
-    vdir = args.version_dir
-    if not vdir:
+    vdirs = args.version_dir
+    if not vdirs:
         from exporters.base_model import ensure_base
         from state.settings import Settings
 
-        vdir = str(ensure_base(Settings(home=Path(tempfile.gettempdir()) / "reranker-bench-home", engine="openvino")))
+        vdirs = [str(ensure_base(Settings(home=Path(tempfile.gettempdir()) / "reranker-bench-home", engine="openvino")))]
     rows = []
-    for engine in args.engines:
-        for n in args.counts:
-            out = subprocess.run([sys.executable, "-m", "benchmarks.pool_memory", "--child", vdir, str(n), engine],
-                                 check=True, capture_output=True, text=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
-            r = rows[-1]
-            print(f"{engine}, {n} models: RSS {r['rss_mb']:.0f} MB (base only {r['rss_mb_base']:.0f} MB,"
-                  f" +{r['per_model_mb']:.0f} MB/model), cold load {r['cold_load_s_median'] * 1000:.0f} ms")
-    save(args.out, {"version_dir": Path(vdir).name, "rows": rows})
+    for vdir in vdirs:
+        for engine in args.engines:
+            for n in args.counts:
+                out = subprocess.run([sys.executable, "-m", "benchmarks.pool_memory", "--child", vdir, str(n), engine],
+                                     check=True, capture_output=True, text=True).stdout
+                rows.append({"version_dir": Path(vdir).name, **json.loads(out.strip().splitlines()[-1])})
+                r = rows[-1]
+                print(f"{Path(vdir).name}, {engine}, {n} models: RSS {r['rss_mb']:.0f} MB (base only "
+                      f"{r['rss_mb_base']:.0f} MB, +{r['per_model_mb']:.0f} MB/model), cold load "
+                      f"{r['cold_load_s_median'] * 1000:.0f} ms")
+    save(args.out, {"version_dirs": [Path(v).name for v in vdirs], "rows": rows})
 
 
 if __name__ == "__main__":

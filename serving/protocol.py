@@ -210,6 +210,8 @@ class TeiInfo(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
+    bases: list[str] = Field(default_factory=list, description="The bases that must answer a scoring call for "
+                             "the service to be ready: `base`, and `base:multilingual` with base routing on.")
     error: str | None = None
     events_backlog: int = Field(0, description="Impression events spilled during a database outage, not yet "
                                 "replayed into the store (the replay runs by itself; serving is unaffected).")

@@ -147,6 +147,8 @@ def test_german_and_japanese_go_to_e5_english_to_minilm(routed, service, setting
     domain = "routing-check"  # no model: the base answers
     answers = {}
     with httpx.Client(base_url=routed, timeout=120) as c:
+        ready = c.get("/readyz").json()  # ready means both bases answer, not only MiniLM
+        assert (ready["status"], ready["bases"]) == ("ready", [BASE_MODEL_ID, MULTILINGUAL_BASE_ID])
         for language, body in REQUESTS.items():
             r = c.post(f"/rerank?domain={domain}", json=body)
             assert r.status_code == 200, r.text

@@ -116,7 +116,8 @@ def test_malformed_json_and_oversized_body(service):
 def test_health_readiness_and_metrics(service):
     with service.client() as c:
         assert c.get("/healthz").status_code == 200
-        assert c.get("/readyz").json()["status"] == "ready"
+        ready = c.get("/readyz").json()
+        assert (ready["status"], ready["bases"]) == ("ready", ["base"])
         assert c.post("/v1/domains", json={"domain": "metricsdomain"}, headers=service.admin).status_code == 201
         post(c, "/rerank?domain=metricsdomain", {"query": "q", "documents": ["a", "b"]})
         post(c, "/rerank?domain=metricsdomain", {"query": "q", "documents": ["a"] * 51})  # over max_documents

@@ -14,7 +14,6 @@ from serving import ab, metrics, redact
 from serving.overload import Unavailable
 from serving.protocol import DomainQuery, Readiness, RerankRequest, RerankResponse, UserKeyHeader, errors
 from serving.rerank_service import BadRequest, RerankService
-from state.ids import BASE_MODEL_ID
 from state.settings import Settings
 
 router = APIRouter()
@@ -68,17 +67,22 @@ async def healthz() -> dict:
 
 
 @router.get("/readyz", response_model=Readiness, response_model_exclude_none=True,
-            responses={503: {"model": Readiness, "description": "the base model does not answer"}})
+            responses={503: {"model": Readiness, "description": "a base model does not answer"}})
 async def readyz(request: Request, response: Response) -> Readiness:
-    """Ready only when the base model answers a real scoring call. `events_backlog`: impressions waiting
-    in the spill file (they do not make the service unready: the replay runs by itself)."""
+    """Ready only when every base answers a real scoring call: the base, and the multilingual base when
+    base routing is on (a request in German would otherwise fail on a replica called ready).
+    `events_backlog`: impressions waiting in the spill file (they do not make the service unready: the
+    replay runs by itself)."""
     backlog = await asyncio.to_thread(request.app.state.replayer.count)
+    service = _service(request)
+    bases = list(service.base_dirs)
     try:
-        await asyncio.wait_for(_service(request).scorer.score(BASE_MODEL_ID, "ping", ["pong"]), timeout=10)
-        return Readiness(status="ready", events_backlog=backlog)
+        await asyncio.wait_for(asyncio.gather(*(service.scorer.score(b, "ping", ["pong"]) for b in bases)),
+                               timeout=10 * len(bases))
+        return Readiness(status="ready", bases=bases, events_backlog=backlog)
     except Exception as e:  # noqa: BLE001
         response.status_code = 503
-        return Readiness(status="not ready", error=redact.paths(str(e))[:300], events_backlog=backlog)
+        return Readiness(status="not ready", bases=bases, error=redact.paths(str(e))[:300], events_backlog=backlog)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
