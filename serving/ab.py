@@ -16,6 +16,9 @@ from typing import Any, Mapping
 from state.ids import BASE_MODEL_ID, model_id
 
 DOMAIN, CHALLENGER, BASE = "domain", "challenger", "base"
+# The impression variant of a base the request named itself (`model: base:multilingual`): the user chose
+# it, the A/B test did not, so it must not count in the domain's base arm (state/ab_report.py reads ARMS).
+REQUESTED = "requested"
 ARMS = (DOMAIN, CHALLENGER, BASE)
 _SCALE = float(1 << 64)
 
@@ -26,6 +29,7 @@ class Arm:
     model_id: str  # "legal@v7" | "base"
     reason: str | None = None  # why the base answers when the domain was asked for
     language: str | None = None  # detected over the request when base routing chose the base (base_routing.py)
+    requested: bool = False  # named in the request's `model`, not assigned: logged as REQUESTED, outside every arm
 
 
 def bucket(domain: str, user_key: str) -> float:

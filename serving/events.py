@@ -77,13 +77,14 @@ class EventLogger:
         self._enqueue(event)
 
     def log_rerank(self, response: Any, request: Any, texts: list[str], objs: list[Any],
-                   scores: Any, user_key: str | None, latency_ms: float) -> None:
+                   scores: Any, user_key: str | None, latency_ms: float, variant: str | None = None) -> None:
         """The hook RerankService calls: turn one answered rerank into an impression event.
-        `response.results` is what the user was shown, in rank order."""
+        `response.results` is what the user was shown, in rank order. `variant`: the impression's, when
+        it is not the response's (serving/ab.py REQUESTED)."""
         shown = [ShownPassage(position=pos, index=r.index, text=texts[r.index], score=float(r.relevance_score),
                               doc_id=getattr(objs[r.index], "id", None) if objs[r.index] is not None else None)
                  for pos, r in enumerate(response.results)]
-        self.log(ImpressionEvent(request_id=response.id, domain=response.domain, variant=response.variant,
+        self.log(ImpressionEvent(request_id=response.id, domain=response.domain, variant=variant or response.variant,
                                  model=response.model, query=request.query, latency_ms=float(latency_ms),
                                  n_documents=len(texts), shown=shown, user_key=user_key))
 

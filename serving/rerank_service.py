@@ -156,7 +156,7 @@ class RerankService:
         """The A/B arm and its scores; a domain model that fails to load falls back to the base. A base
         named in `model` answers as asked; otherwise base routing picks the base that reads the request."""
         if req.model == MULTILINGUAL_BASE_ID:
-            arm = Arm(ab.BASE, req.model, f"{req.model} requested in model")
+            arm = Arm(ab.BASE, req.model, f"{req.model} requested in model", requested=True)
         else:
             arm = await self._route(ab.choose(domain, self._versions.get(domain), user_key, self.settings),
                                     req.query, texts)
@@ -231,7 +231,8 @@ class RerankService:
         response = RerankResponse(id=uuid.uuid4().hex, results=results, model=arm.model_id, domain=domain,
                                   variant=arm.variant, meta=meta)
         if self.events is not None:
-            impression = (response, req, texts, objs, scores, user_key, latency_ms)
+            impression = (response, req, texts, objs, scores, user_key, latency_ms,
+                          ab.REQUESTED if arm.requested else arm.variant)
             if defer is not None:
                 defer(self._log, *impression)
             else:

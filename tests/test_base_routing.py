@@ -169,7 +169,7 @@ def test_german_and_japanese_go_to_e5_english_to_minilm(routed, service, setting
     assert answers["de"]["results"][0]["index"] == 0 and answers["ja"]["results"][0]["index"] == 0
 
 
-def test_a_request_may_name_the_multilingual_base(routed):
+def test_a_request_may_name_the_multilingual_base(routed, settings):
     import httpx
 
     with httpx.Client(base_url=routed, timeout=120) as c:
@@ -178,6 +178,9 @@ def test_a_request_may_name_the_multilingual_base(routed):
         out = r.json()
         assert out["model"] == MULTILINGUAL_BASE_ID and out["domain"] == "default"
         assert "requested" in out["meta"]["reason"] and "language" not in out["meta"]
+        # chosen by the user, not assigned: its impression is outside the domain's A/B arms
+        imp = _impression(settings, "default", out["id"])
+        assert (imp["variant"], imp["model"]) == ("requested", MULTILINGUAL_BASE_ID)
         # the model is still checked: a name that is neither a domain, a Cohere id nor a base
         bad = c.post("/v1/rerank", json={**REQUESTS["en"], "model": "base:english"})
         assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "model"
