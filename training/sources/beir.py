@@ -60,3 +60,18 @@ def beir_examples(data: BeirData) -> list[Example]:
     come from hard-negative mining."""
     return [Example(qid, data.queries[qid], data.corpus[did], float(rel), "beir", did)
             for qid, docs in data.qrels.items() for did, rel in docs.items() if rel > 0]
+
+
+def query_groups(directory: str | Path) -> dict[str, str]:
+    """query id -> group, from the BEIR directory's `extra/queries_meta.tsv` when it has `query-id` and
+    `group` columns (covidfaq_de: an official FAQ question and its colloquial paraphrases share a group);
+    {} otherwise. Held-out splits keep a group on one side (training/splits.py)."""
+    meta = Path(directory) / "extra" / "queries_meta.tsv"
+    if not meta.is_file():
+        return {}
+    with open(meta, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    if not rows or "query-id" not in rows[0] or "group" not in rows[0]:
+        return {}
+    q, g = rows[0].index("query-id"), rows[0].index("group")
+    return {r[q]: r[g] for r in rows[1:] if len(r) > max(q, g) and r[g]}
