@@ -157,7 +157,7 @@ def evaluate(domain: Optional[str] = typer.Option(None, help="domain id: its act
         cands = BM25Index(data.corpus, Analyzer(language)).search(queries, k)
         bars.stage("base model")  # built into the home on first use
         served = served_options(settings, threads=max(1, min(2, os.cpu_count() or 1)))  # scored as the pool scores
-        systems = {"bm25": None, **served_base(settings, served, multilingual=True)}
+        systems = {"bm25": None, **served_base(settings, served, settings.multilingual_base or None)}
         if active:
             version_dir = str(registry.version_dir(domain, active))
             systems |= {"domain_neural": version_scorer(version_dir, **served, hybrid=False),

@@ -114,19 +114,20 @@ def served_options(settings: Settings, threads: int, max_length: int | None = No
             "doc_tokens": settings.doc_tokens, "cache": EmbeddingCache(2 << 30)}
 
 
-def served_base(settings: Settings, served: dict, multilingual: bool = False) -> dict[str, Scorer]:
+def served_base(settings: Settings, served: dict, multilingual: str | None = None) -> dict[str, Scorer]:
     """The served base version (built on first use), torch-free: "base_neural" (its cosine alone) and
     "base" (as the pool serves it: fused with request-local BM25), with `served_options`. With
-    `multilingual` and a multilingual base configured (base routing), the same two for it too:
-    "multilingual_base_neural" and "multilingual_base" (fused at its own weights, as the pool fuses it)."""
+    `multilingual` (a model name: the multilingual base of base routing, or the backbone an e5 domain model
+    was fine-tuned from), the same two for it too, built on first use: "multilingual_base_neural" and
+    "multilingual_base" (fused at the multilingual base's weights, as the pool fuses it)."""
     from exporters.base_model import ensure_base
     from scoring.fusion import LocalLexical
 
     base_dir = str(ensure_base(settings))
     systems = {"base_neural": version_scorer(base_dir, **served),
                "base": version_scorer(base_dir, **served, local_lexical=LocalLexical(**settings.base_lexical()))}
-    if multilingual and settings.multilingual_base:
-        m_dir = str(ensure_base(settings, settings.multilingual_base))
+    if multilingual:
+        m_dir = str(ensure_base(settings, multilingual))
         systems |= {"multilingual_base_neural": version_scorer(m_dir, **served),
                     "multilingual_base": version_scorer(m_dir, **served, local_lexical=LocalLexical(
                         **settings.multilingual_base_lexical()))}

@@ -329,16 +329,19 @@ def fit_fusion(data: Prepared, neural: Scorer, tokenizer: Any, cfg: TrainConfig,
 
 
 def base_scorers(data: Prepared, cfg: TrainConfig, settings: Settings) -> tuple[dict[str, Scorer], str]:
-    """The base systems the gate compares with ("base_neural", "base"), and what scored them: the served
+    """The base systems the gate compares with ("base_neural", "base", and "multilingual_base*" for a
+    model fine-tuned from the multilingual backbone: its own base), and what scored them: the served
     base version itself (int8, the pool's engine; ~2x faster than torch per pair) when it is built or the
     latency gate will build it anyway; else the torch base model with serving's windows and lexical part."""
     from scoring.files import MANIFEST
 
     served_dir = Registry(settings.registry_root).base_dir(settings.base_model, settings.max_length,
                                                            settings.builds_openvino)
-    if (served_dir / MANIFEST).is_file() or cfg.max_ms_ratio_to_base is not None:
+    backbone = latency_reference(data.source.name, cfg, settings)
+    own = backbone if backbone != settings.base_model else None  # an e5 model also meets e5's base
+    if (served_dir / MANIFEST).is_file() or cfg.max_ms_ratio_to_base is not None or own:
         served = served_options(settings, cfg.threads or max(1, os.cpu_count() or 1), cfg.max_length)
-        return served_base(settings, served), f"served base ({settings.engine})"
+        return served_base(settings, served, own), f"served base ({settings.engine})"
     served_src = resolve(settings.base_model, settings.registry_root)  # not the backbone: they may differ
     base = load(served_src, cfg.max_length)
     neural = torch_scorer(base, served_src.kind, **_windows(cfg, settings))
