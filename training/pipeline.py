@@ -210,7 +210,8 @@ class Prepared:
 
 def latency_reference(backbone: str, cfg: TrainConfig, settings: Settings) -> str:
     """The base whose ms/pair the latency gate scales: the served base, except for a model fine-tuned from
-    the multilingual backbone, whose reference is that backbone's own base export. An e5 domain model
+    the multilingual backbone, whose reference is that backbone's own base export (which the quality gate
+    then also compares with, beside the served base: base_scorers). An e5 domain model
     stands in for e5 (base routing sends the languages MiniLM does not read there), and against MiniLM
     every 12-layer model would fail on its depth alone, which choosing the backbone by language already
     decided; against its own base the gate still refuses what the export made slower (a wider rung of
