@@ -168,14 +168,14 @@ def _query_groups(spec: DataSpec) -> dict[str, str]:
 
 
 def _heldout(examples: list[Example], spec: DataSpec, cfg: TrainConfig, corpus: dict[str, str],
-             index: BM25Index) -> tuple[list[Example], Heldout, Heldout | None]:
+             index: BM25Index, groups: dict[str, str] | None = None) -> tuple[list[Example], Heldout, Heldout | None]:
     """(training examples, dev queries (the gate's), fusion queries (fit the fusion weight; never
     seen by the neural model) or None). Dev and fusion queries are seeded query-level splits of the
     training queries (dev: `eval_split` of the BEIR directory instead, when given), by whole query groups
     when the BEIR directory names them."""
     from_corpus = {e.query_id for e in examples if spec.beir and e.source == "beir"}
     qids = sorted({e.query_id for e in examples})
-    groups = _query_groups(spec)
+    groups = _query_groups(spec) if groups is None else groups
     if spec.beir and spec.eval_split:
         from training.sources.beir import load_beir
 
@@ -242,8 +242,10 @@ def prepare(domain: str, spec: DataSpec, cfg: TrainConfig, settings: Settings, r
     index = BM25Index(corpus, Analyzer(language))
     stats["lexical"] = {"language": language, "detected": cfg.language is None, "passages": index.stats.n_docs,
                         "terms": len(index.stats.df)}
-    train, dev, fusion = _heldout(examples, spec, cfg, corpus, index)
+    groups = _query_groups(spec)
+    train, dev, fusion = _heldout(examples, spec, cfg, corpus, index, groups)
     stats["split"] = {"train_queries": len({e.query_id for e in train}), "dev_queries": len(dev.queries),
+                      "query_groups": len(set(groups.values())),
                       "dev_judged_set_queries": dev.judged,
                       "fusion_queries": len(fusion.queries) if fusion else 0}
     rep.update(sources=stats)
@@ -376,7 +378,8 @@ def evaluate(data: Prepared, model: Any, kind: str, cfg: TrainConfig, spec: Data
     metrics["eval"] = {"queries": len(dev.queries), "k": cfg.eval_k, "judged_set_queries": dev.judged,
                        "candidates": "first-stage top-k, nothing injected (judged set for corpus-less sources)",
                        "split": spec.eval_split or (f"dev {cfg.dev_fraction:.0%} of training queries (seed {cfg.seed})"
-                                                    + (", whole query groups" if _query_groups(spec) else "")),
+                                                    + (", whole query groups" if data.stats["split"]["query_groups"]
+                                                       else "")),
                        "language": data.lexical.analyzer.language, "base_scored_by": base_by}
     if fusion is not None:
         metrics["fusion"] = {"lexical_weight": fusion.lexical_weight, **(fusion.fitted_on or {})}
