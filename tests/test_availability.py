@@ -170,8 +170,11 @@ class Outcome:
 class Clients:
     """A few clients sending reranks in a loop until stopped (or, with stop_on_503, until refused)."""
 
-    def __init__(self, url: str, bodies: list[tuple[str, dict]], n: int = 3, stop_on_503: bool = False):
-        self.url, self.bodies, self.stop_on_503 = url, bodies, stop_on_503
+    def __init__(self, url: str, bodies: list[tuple[str, dict]], n: int = 3, stop_on_503: bool = False,
+                 fresh_documents: bool = False):
+        # fresh_documents: every request's passages are new text, so no request is answered from the
+        # embedding cache or store (a cached request is too short to catch in flight)
+        self.url, self.bodies, self.stop_on_503, self.fresh = url, bodies, stop_on_503, fresh_documents
         self.stop = threading.Event()
         self.outcomes: list[list[Outcome]] = [[] for _ in range(n)]
         self.current: list[float | None] = [None] * n  # when each client's request in progress started
@@ -192,6 +195,8 @@ class Clients:
         while not self.stop.is_set():
             domain, body = self.bodies[k % len(self.bodies)]
             k += 1
+            if self.fresh:
+                body = {**body, "documents": [f"Item {i}.{k}.{j}. {d}" for j, d in enumerate(body["documents"])]}
             t0 = time.monotonic()
             self.current[i] = t0
             try:
@@ -277,7 +282,7 @@ def test_pool_replica_killed_under_load_with_promote_and_rollback(runner, base_v
 
 def test_sigterm_drains_in_flight_requests_then_exits(runner):
     heavy = {"query": "budget", "documents": [FILLER * 45] * 40}  # ~3 windows per document
-    with Clients(runner.url, [("drain", heavy)], stop_on_503=True) as clients:
+    with Clients(runner.url, [("drain", heavy)], stop_on_503=True, fresh_documents=True) as clients:
         wait_for(lambda: clients.answered() >= 3, 600, "warm-up answers")
 
         def long_in_flight() -> bool:
