@@ -147,17 +147,18 @@ def plot(results: dict, path: Path) -> None:
     names = [d for d in results if "test" in results[d]]
     if not names:
         return
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = plt.subplots(figsize=(11, 5))
     width = 0.8 / len(SYSTEMS)
     for i, s in enumerate(SYSTEMS):
         ax.bar([j + i * width for j in range(len(names))],
                [results[d]["test"]["systems"].get(s, {}).get("ndcg@10", 0) for d in names], width, label=s)
-    ax.set_xticks([j + width * (len(SYSTEMS) - 1) / 2 for j in range(len(names))],
-                  [f"{d} ({results[d]['test']['queries']} q)" for d in names])
+    # "+<model>" of a "<dataset>+<model>" run on its own line, so that neighbouring labels do not overlap
+    labels = [d.replace("+", "\n+") + f"\n({results[d]['test']['queries']} q)" for d in names]
+    ax.set_xticks([j + width * (len(SYSTEMS) - 1) / 2 for j in range(len(names))], labels, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("test NDCG@10")
     ax.set_title("Test NDCG@10, language-aware BM25 top-100 reranked")
-    ax.legend(loc="upper left", fontsize=8, ncol=3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, ncol=4)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
